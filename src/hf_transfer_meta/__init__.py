@@ -1,7 +1,34 @@
 """hf-transfer-meta: transfer-learning and meta-learning strategies as one-line switches on any transformers model."""
 
+from .arguments import TransferTrainingArguments
+from .callbacks import (
+    AutoRGNCallback,
+    GradualUnfreezingCallback,
+    LPFTCallback,
+    SurgicalFineTuningCallback,
+    TransferScheduleCallback,
+)
 from .layer_map import LayerMap, LayerMapError
+from .param_groups import build_param_groups, depth_learning_rates
+from .schedules import Phase, TransferSchedule, slanted_triangular
+from .trainer import TransferTrainer
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["LayerMap", "LayerMapError", "__version__"]
+__all__ = [
+    "AutoRGNCallback",
+    "GradualUnfreezingCallback",
+    "LPFTCallback",
+    "LayerMap",
+    "LayerMapError",
+    "Phase",
+    "SurgicalFineTuningCallback",
+    "TransferSchedule",
+    "TransferScheduleCallback",
+    "TransferTrainer",
+    "TransferTrainingArguments",
+    "build_param_groups",
+    "depth_learning_rates",
+    "slanted_triangular",
+    "__version__",
+]
