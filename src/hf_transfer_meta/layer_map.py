@@ -109,6 +109,7 @@ class LayerMap:
     tied: dict[str, str] = field(default_factory=dict)
     model_class: str = ""
     how: str = "structural"
+    notes: list[str] = field(default_factory=list)
     _numel: dict[str, int] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ construction
@@ -146,7 +147,7 @@ class LayerMap:
                 raise LayerMapError(f"The depth override for {model_class} gives no depth above 0.")
             return cls(depth_of, num_blocks, tied=tied, model_class=model_class, how="override: depths", _numel=numel)
 
-        depth_of, block_names, head_names = _structural_depths(model, blocks=blocks, head=head)
+        depth_of, block_names, head_names, notes = _structural_depths(model, blocks=blocks, head=head)
         how = "structural" if blocks is None and head is None else "override: blocks/head"
         return cls(
             {n: depth_of[id(p)] for n, p in named},
@@ -156,6 +157,7 @@ class LayerMap:
             tied=tied,
             model_class=model_class,
             how=how,
+            notes=notes,
             _numel=numel,
         )
 
@@ -244,6 +246,7 @@ class LayerMap:
         lines += [fmt(r) for r in rows]
         if self.tied:
             lines.append("tied: " + ", ".join(f"{a} -> {c}" for a, c in sorted(self.tied.items())))
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -255,6 +258,7 @@ class LayerMap:
             "blocks": self.block_names,
             "head": self.head_names,
             "params_per_depth": [self.num_params(d) for d in range(self.num_depths)],
+            "notes": self.notes,
         }
 
 
@@ -373,7 +377,8 @@ def _structural_depths(model: nn.Module, *, blocks=None, head=None):
     explicit_blocks = blocks is not None
     L = len(block_modules)
     current = 0
-    for _, p in inner.named_parameters():
+    joined: dict[str, int] = {}  # module outside any block -> the block depth it joins
+    for name, p in inner.named_parameters():
         pid = id(p)
         if pid in head_param_ids:
             depth[pid] = L + 1
@@ -385,4 +390,9 @@ def _structural_depths(model: nn.Module, *, blocks=None, head=None):
             depth[pid] = L + 1  # plain modules: what follows the last named block is the head
         else:
             depth[pid] = current
-    return depth, [n for n, _ in block_modules], [n for n, _ in head_modules]
+            if current > 0:
+                joined.setdefault(name.rsplit(".", 1)[0], current)
+    notes = [
+        f"{m} follows block {d} outside any block and trains with it (depth {d})" for m, d in joined.items()
+    ]
+    return depth, [n for n, _ in block_modules], [n for n, _ in head_modules], notes

@@ -1,0 +1,90 @@
+"""`hf-transfer-meta` command line: `layers` prints a model's layer map, `demo` runs the end-to-end study."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+TASKS = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "image-classification": "AutoModelForImageClassification",
+    "causal-lm": "AutoModelForCausalLM",
+    "masked-lm": "AutoModelForMaskedLM",
+    "seq2seq-lm": "AutoModelForSeq2SeqLM",
+    "feature-extraction": "AutoModel",
+}
+
+
+def _layers(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer-meta layers",
+        description="Load a model with the Auto class of --task and print its layer map (depth, modules, params, LR).",
+    )
+    parser.add_argument("--model", required=True, help="Local folder or Hub id (Hub ids need network access).")
+    parser.add_argument("--task", default="feature-extraction", choices=sorted(TASKS))
+    parser.add_argument("--num_labels", type=int, default=None, help="Number of labels of a new classification head.")
+    parser.add_argument("--learning_rate", type=float, default=None, help="Show per-depth LRs for this base LR.")
+    parser.add_argument("--layer_lr_decay", type=float, default=None, help="Show LLRD LRs (needs --learning_rate).")
+    parser.add_argument("--blocks", nargs="+", default=None, help="Override: module paths of the blocks.")
+    parser.add_argument("--head", nargs="+", default=None, help="Override: module paths of the head.")
+    parser.add_argument("--trust_remote_code", action="store_true")
+    args = parser.parse_args(argv)
+
+    import transformers
+
+    from .layer_map import LayerMap, LayerMapError
+    from .param_groups import depth_learning_rates
+
+    auto_cls = getattr(transformers, TASKS[args.task])
+    kwargs = {"trust_remote_code": args.trust_remote_code}
+    if args.num_labels is not None:
+        kwargs["num_labels"] = args.num_labels
+    try:
+        model = auto_cls.from_pretrained(args.model, **kwargs)
+    except OSError as err:
+        print(
+            f"error: cannot load {args.model!r} as {TASKS[args.task]}: {err}\n"
+            "Pass a local model folder (with config.json), or a Hub id when the Hub is reachable.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        layer_map = LayerMap.from_model(model, blocks=args.blocks, head=args.head)
+    except LayerMapError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    lrs = None
+    if args.learning_rate is not None:
+        lrs = depth_learning_rates(layer_map, args.learning_rate, layer_lr_decay=args.layer_lr_decay)
+    print(layer_map.describe(lrs=lrs))
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    from .demo import main as demo_main
+
+    demo_main(argv)
+    return 0
+
+
+COMMANDS = {"layers": _layers, "demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(
+            "usage: hf-transfer-meta {layers,demo} [options]\n"
+            "  layers  print the layer map of a model (depth -> modules, parameter count, LR)\n"
+            "  demo    run the end-to-end transfer study on scikit-learn digits\n"
+            "Run `hf-transfer-meta COMMAND --help` for a command's options.",
+            file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout,
+        )
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
