@@ -28,84 +28,139 @@ def _bart():
 CASES = {
     "bert": (
         lambda: T.BertForSequenceClassification(T.BertConfig(vocab_size=99, **SMALL)),
-        3, "bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.query.weight",
-        "classifier.weight", "bert.encoder.layer.2",
+        3,
+        "bert.embeddings.word_embeddings.weight",
+        "bert.encoder.layer.0.attention.self.query.weight",
+        "classifier.weight",
+        "bert.encoder.layer.2",
     ),
     "roberta": (
         lambda: T.RobertaForSequenceClassification(T.RobertaConfig(vocab_size=99, **SMALL)),
-        3, "roberta.embeddings.word_embeddings.weight", "roberta.encoder.layer.0.output.dense.weight",
-        "classifier.out_proj.weight", "roberta.encoder.layer.2",
+        3,
+        "roberta.embeddings.word_embeddings.weight",
+        "roberta.encoder.layer.0.output.dense.weight",
+        "classifier.out_proj.weight",
+        "roberta.encoder.layer.2",
     ),
     "distilbert": (
         lambda: T.DistilBertForSequenceClassification(
             T.DistilBertConfig(vocab_size=99, dim=32, n_layers=3, n_heads=2, hidden_dim=37)
         ),
-        3, "distilbert.embeddings.word_embeddings.weight", "distilbert.transformer.layer.0.attention.q_lin.weight",
-        "classifier.weight", "distilbert.transformer.layer.2",
+        3,
+        "distilbert.embeddings.word_embeddings.weight",
+        "distilbert.transformer.layer.0.attention.q_lin.weight",
+        "classifier.weight",
+        "distilbert.transformer.layer.2",
     ),
     # ALBERT applies one shared layer num_hidden_layers times: its parameters exist once, one block per group.
     "albert": (
         lambda: T.AlbertForSequenceClassification(T.AlbertConfig(vocab_size=99, embedding_size=16, **SMALL)),
-        1, "albert.embeddings.word_embeddings.weight",
-        "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight", "classifier.weight",
+        1,
+        "albert.embeddings.word_embeddings.weight",
+        "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight",
+        "classifier.weight",
         "albert.encoder.albert_layer_groups.0",
     ),
     "deberta-v2": (
         lambda: T.DebertaV2ForSequenceClassification(T.DebertaV2Config(vocab_size=99, **SMALL)),
-        3, "deberta.embeddings.word_embeddings.weight", "deberta.encoder.layer.0.attention.self.query_proj.weight",
-        "classifier.weight", "deberta.encoder.layer.2",
+        3,
+        "deberta.embeddings.word_embeddings.weight",
+        "deberta.encoder.layer.0.attention.self.query_proj.weight",
+        "classifier.weight",
+        "deberta.encoder.layer.2",
     ),
     "electra": (
         lambda: T.ElectraForSequenceClassification(T.ElectraConfig(vocab_size=99, embedding_size=16, **SMALL)),
-        3, "electra.embeddings.word_embeddings.weight", "electra.encoder.layer.0.output.dense.weight",
-        "classifier.out_proj.weight", "electra.encoder.layer.2",
+        3,
+        "electra.embeddings.word_embeddings.weight",
+        "electra.encoder.layer.0.output.dense.weight",
+        "classifier.out_proj.weight",
+        "electra.encoder.layer.2",
     ),
     "vit": (
         lambda: T.ViTForImageClassification(T.ViTConfig(image_size=8, patch_size=4, num_channels=1, **SMALL)),
-        3, "vit.embeddings.cls_token", "vit.layers.0.attention.q_proj.weight", "classifier.weight",
+        3,
+        "vit.embeddings.cls_token",
+        "vit.layers.0.attention.q_proj.weight",
+        "classifier.weight",
         "vit.layers.2",
     ),
     "swin": (
         lambda: T.SwinForImageClassification(
-            T.SwinConfig(image_size=16, patch_size=2, embed_dim=8, depths=[1, 2, 1], num_heads=[1, 2, 2], window_size=2)
+            T.SwinConfig(
+                image_size=16, patch_size=2, embed_dim=8, depths=[1, 2, 1], num_heads=[1, 2, 2], window_size=2
+            )
         ),
-        3, "swin.embeddings.patch_embeddings.projection.weight", "swin.encoder.layers.0.blocks.0.attention.q_proj.weight",
-        "classifier.weight", "swin.encoder.layers.2",
+        3,
+        "swin.embeddings.patch_embeddings.projection.weight",
+        "swin.encoder.layers.0.blocks.0.attention.q_proj.weight",
+        "classifier.weight",
+        "swin.encoder.layers.2",
     ),
     "convnext": (
-        lambda: T.ConvNextForImageClassification(T.ConvNextConfig(hidden_sizes=[8, 16, 16], depths=[1, 2, 1], num_stages=3)),
-        3, "convnext.embeddings.patch_embeddings.weight", "convnext.encoder.stages.0.layers.0.dwconv.weight",
-        "classifier.weight", "convnext.encoder.stages.2",
+        lambda: T.ConvNextForImageClassification(
+            T.ConvNextConfig(hidden_sizes=[8, 16, 16], depths=[1, 2, 1], num_stages=3)
+        ),
+        3,
+        "convnext.embeddings.patch_embeddings.weight",
+        "convnext.encoder.stages.0.layers.0.dwconv.weight",
+        "classifier.weight",
+        "convnext.encoder.stages.2",
     ),
     # ResNet: a block is a stage (not a single conv, which is what _no_split_modules names).
     "resnet": (
         lambda: T.ResNetForImageClassification(
             T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16], depths=[1, 2, 1], layer_type="basic")
         ),
-        3, "resnet.embedder.embedder.convolution.weight", "resnet.encoder.stages.0.layers.0.layer.0.convolution.weight",
-        "classifier.1.weight", "resnet.encoder.stages.2",
+        3,
+        "resnet.embedder.embedder.convolution.weight",
+        "resnet.encoder.stages.0.layers.0.layer.0.convolution.weight",
+        "classifier.1.weight",
+        "resnet.encoder.stages.2",
     ),
     "llama": (
         lambda: T.LlamaForCausalLM(T.LlamaConfig(vocab_size=99, num_key_value_heads=1, **SMALL)),
-        3, "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "lm_head.weight", "model.layers.2",
+        3,
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "lm_head.weight",
+        "model.layers.2",
     ),
     "mistral": (
         lambda: T.MistralForCausalLM(T.MistralConfig(vocab_size=99, num_key_value_heads=1, **SMALL)),
-        3, "model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight", "lm_head.weight", "model.layers.2",
+        3,
+        "model.embed_tokens.weight",
+        "model.layers.0.mlp.up_proj.weight",
+        "lm_head.weight",
+        "model.layers.2",
     ),
     # GPT-2: lm_head.weight *is* transformer.wte.weight; it is listed once, at the embeddings.
     "gpt2": (
-        lambda: T.GPT2LMHeadModel(T.GPT2Config(vocab_size=99, n_embd=32, n_layer=3, n_head=2, bos_token_id=0, eos_token_id=0)),
-        3, "transformer.wte.weight", "transformer.h.0.attn.c_attn.weight", None, "transformer.h.2",
+        lambda: T.GPT2LMHeadModel(
+            T.GPT2Config(vocab_size=99, n_embd=32, n_layer=3, n_head=2, bos_token_id=0, eos_token_id=0)
+        ),
+        3,
+        "transformer.wte.weight",
+        "transformer.h.0.attn.c_attn.weight",
+        None,
+        "transformer.h.2",
     ),
     # Encoder-decoder: encoder blocks 1..2, then decoder blocks 3..5.
     "t5": (_t5, 5, "shared.weight", "encoder.block.0.layer.0.SelfAttention.q.weight", None, "decoder.block.2"),
     "bart": (
-        _bart, 5, "model.shared.weight", "model.encoder.layers.0.self_attn.q_proj.weight", None, "model.decoder.layers.2"
+        _bart,
+        5,
+        "model.shared.weight",
+        "model.encoder.layers.0.self_attn.q_proj.weight",
+        None,
+        "model.decoder.layers.2",
     ),
     "clip-vision": (
         lambda: T.CLIPVisionModel(T.CLIPVisionConfig(image_size=8, patch_size=4, **SMALL)),
-        3, "embeddings.patch_embedding.weight", "encoder.layers.0.mlp.fc1.weight", None,
+        3,
+        "embeddings.patch_embedding.weight",
+        "encoder.layers.0.mlp.fc1.weight",
+        None,
         "encoder.layers.2",
     ),
 }
@@ -164,7 +219,9 @@ def test_layer_map_of_lora_wrapped_models(name):
     targets = {"bert": ["query", "value"], "roberta": ["query", "value"], "vit": ["q_proj", "v_proj"],
                "llama": ["q_proj", "v_proj"], "t5": ["q", "v"]}[name]  # fmt: skip
     task = {"bert": "SEQ_CLS", "roberta": "SEQ_CLS", "llama": "CAUSAL_LM", "t5": "SEQ_2_SEQ_LM"}.get(name)
-    config = LoraConfig(r=2, target_modules=targets, task_type=task, modules_to_save=["classifier"] if name == "vit" else None)
+    config = LoraConfig(
+        r=2, target_modules=targets, task_type=task, modules_to_save=["classifier"] if name == "vit" else None
+    )
     peft_model = get_peft_model(model, config)
     lm = LayerMap.from_model(peft_model)
     prefix = "base_model.model."
@@ -206,9 +263,7 @@ def test_overrides_blocks_head_regex_callable():
     assert lm.depth_of["norm.weight"] == 3 and lm.depth_of["fc.weight"] == 4
     lm = LayerMap.from_model(model, blocks=["body.0", "body.1", "body.2"])
     assert lm.depth_of["norm.weight"] == 4 and lm.depth_of["fc.weight"] == 4  # after the last block: head
-    lm = LayerMap.from_model(
-        model, depths={r"^stem\.": 0, r"^body\.(\d+)\.": lambda m: int(m.group(1)) + 1, r".*": 4}
-    )
+    lm = LayerMap.from_model(model, depths={r"^stem\.": 0, r"^body\.(\d+)\.": lambda m: int(m.group(1)) + 1, r".*": 4})
     assert lm.num_blocks == 3 and lm.depth_of["body.1.0.bias"] == 2 and lm.depth_of["fc.bias"] == 4
     lm = LayerMap.from_model(model, depths=lambda n: 0 if n.startswith("stem") else 1 if n.startswith("body") else 2)
     assert lm.num_blocks == 1

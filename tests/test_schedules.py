@@ -10,7 +10,9 @@ from hf_transfer_meta.schedules import Phase, TransferSchedule, gradual_unfreezi
 
 
 def _bert(layers=4):
-    cfg = T.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32)
+    cfg = T.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32
+    )
     return T.BertForSequenceClassification(cfg)
 
 
@@ -32,10 +34,10 @@ def test_llrd_slice_and_head_multiplier():
     ulmfit = depth_learning_rates(lm, 1e-2, layer_lr_decay=1 / 2.6)
     assert ulmfit[4] / ulmfit[3] == pytest.approx(2.6)
     sl = depth_learning_rates(lm, 123.0, lr_slice=(1e-5, 1e-3), head_lr_multiplier=10)
-    assert sl[0] == pytest.approx(1e-5) and sl[4] == pytest.approx(1e-5 * 100 ** 0.8)
+    assert sl[0] == pytest.approx(1e-5) and sl[4] == pytest.approx(1e-5 * 100**0.8)
     assert sl[5] == pytest.approx(1e-2)
     for d in range(4):
-        assert sl[d + 1] / sl[d] == pytest.approx(100 ** 0.2)
+        assert sl[d + 1] / sl[d] == pytest.approx(100**0.2)
     with pytest.raises(ValueError, match="either"):
         depth_learning_rates(lm, 1e-3, layer_lr_decay=0.8, lr_slice=(1e-5, 1e-3))
     with pytest.raises(ValueError, match="layer_lr_decay"):
@@ -69,7 +71,9 @@ def test_gradual_unfreezing_phases():
 
 
 def test_restarting_phases_restart_the_base_schedule():
-    s = TransferSchedule(lp_ft_phases(4, 20, lp_lr_multiplier=3.0), total_steps=100, num_depths=4, base="linear", warmup=0.1)
+    s = TransferSchedule(
+        lp_ft_phases(4, 20, lp_lr_multiplier=3.0), total_steps=100, num_depths=4, base="linear", warmup=0.1
+    )
     # LP: 20 steps, warmup 2, linear decay; FT: 80 steps, warmup 8
     assert s.lr_multiplier(3, 0) == 0.0  # warmup starts at 0
     assert s.lr_multiplier(3, 1) == pytest.approx(3.0 * 0.5)

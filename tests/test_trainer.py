@@ -28,7 +28,9 @@ def bert(layers=3, dropout=0.0, seed=0):
 
 def resnet(seed=0):
     torch.manual_seed(seed)
-    cfg = T.ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 8, 8], depths=[1, 1, 1], layer_type="basic", num_labels=3)
+    cfg = T.ResNetConfig(
+        num_channels=1, embedding_size=8, hidden_sizes=[8, 8, 8], depths=[1, 1, 1], layer_type="basic", num_labels=3
+    )
     return T.ResNetForImageClassification(cfg)
 
 
@@ -41,7 +43,9 @@ def text_data(n=64, seed=0):
 def image_data(n=48, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 1, 16, 16)).astype("float32")
-    return Dataset.from_dict({"pixel_values": x.tolist(), "labels": rng.integers(0, 3, n).tolist()}).with_format("torch")
+    return Dataset.from_dict({"pixel_values": x.tolist(), "labels": rng.integers(0, 3, n).tolist()}).with_format(
+        "torch"
+    )
 
 
 def args(tmp_path, cls=TransferTrainingArguments, **kw):
@@ -70,7 +74,11 @@ class LRRecorder(TrainerCallback):
         self.lrs = []
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
-        self.lrs.append({g["name"]: g["lr"] for g in optimizer.param_groups} if "name" in optimizer.param_groups[0] else [g["lr"] for g in optimizer.param_groups])
+        self.lrs.append(
+            {g["name"]: g["lr"] for g in optimizer.param_groups}
+            if "name" in optimizer.param_groups[0]
+            else [g["lr"] for g in optimizer.param_groups]
+        )
 
 
 def test_no_strategy_reproduces_trainer_exactly(tmp_path):
@@ -88,7 +96,9 @@ def test_no_strategy_reproduces_trainer_exactly(tmp_path):
 
 
 def test_plain_training_arguments_are_accepted(tmp_path):
-    trainer = TransferTrainer(model=bert(), args=args(tmp_path, TrainingArguments, max_steps=2), train_dataset=text_data())
+    trainer = TransferTrainer(
+        model=bert(), args=args(tmp_path, TrainingArguments, max_steps=2), train_dataset=text_data()
+    )
     assert isinstance(trainer.args, TransferTrainingArguments)
     trainer.train()
 
@@ -119,7 +129,9 @@ def test_mask_mode_equals_requires_grad_mode(tmp_path):
     results = []
     for mode in ("requires_grad", "mask"):
         model = bert()
-        a = args(tmp_path, gradual_unfreezing=True, unfreeze_every=2, unfreeze_unit="step", max_steps=6, freeze_mode=mode)
+        a = args(
+            tmp_path, gradual_unfreezing=True, unfreeze_every=2, unfreeze_unit="step", max_steps=6, freeze_mode=mode
+        )
         TransferTrainer(model=model, args=a, train_dataset=text_data()).train()
         results.append(snapshot(model))
     for n in results[0]:
@@ -219,13 +231,17 @@ def test_callback_with_stock_trainer(tmp_path):
     lm = LayerMap.from_model(model)
     before = snapshot(model)
     cb = GradualUnfreezingCallback(every=3, unit="step")
-    Trainer(model=model, args=args(tmp_path, TrainingArguments, max_steps=4), train_dataset=text_data(), callbacks=[cb]).train()
+    Trainer(
+        model=model, args=args(tmp_path, TrainingArguments, max_steps=4), train_dataset=text_data(), callbacks=[cb]
+    ).train()
     assert moved_depths(lm, before, model) == {0: False, 1: False, 2: False, 3: True, 4: True}
     # a model frozen before the Trainer is built: its optimizer lacks those parameters -> refused
     model = bert()
     model.bert.requires_grad_(False)
     cb = GradualUnfreezingCallback(every=3, unit="step", managed=[n for n, _ in model.named_parameters()])
-    trainer = Trainer(model=model, args=args(tmp_path, TrainingArguments, max_steps=4), train_dataset=text_data(), callbacks=[cb])
+    trainer = Trainer(
+        model=model, args=args(tmp_path, TrainingArguments, max_steps=4), train_dataset=text_data(), callbacks=[cb]
+    )
     with pytest.raises(RuntimeError, match="Use hf_transfer_meta.TransferTrainer"):
         trainer.train()
 
@@ -259,7 +275,9 @@ def test_l2sp_pulls_toward_the_start(tmp_path):
         before = snapshot(model)
         a = args(tmp_path / str(alpha), l2sp_alpha=alpha, max_steps=10, learning_rate=1e-2, weight_decay=0.0)
         TransferTrainer(model=model, args=a, train_dataset=text_data()).train()
-        dist[alpha] = sum((p - before[n]).pow(2).sum().item() for n, p in model.named_parameters() if "classifier" not in n)
+        dist[alpha] = sum(
+            (p - before[n]).pow(2).sum().item() for n, p in model.named_parameters() if "classifier" not in n
+        )
     assert dist[100.0] < 0.5 * dist[0.0]
 
 

@@ -35,7 +35,10 @@ class TransferTrainingArguments(TrainingArguments):
     )
     lr_slice: list[float] | None = field(
         default=None,
-        metadata={"help": "fastai-style (low high): LRs spaced geometrically from the embeddings to the head.", "nargs": 2},
+        metadata={
+            "help": "fastai-style (low high): LRs spaced geometrically from the embeddings to the head.",
+            "nargs": 2,
+        },
     )
     head_lr_multiplier: float = field(default=1.0, metadata={"help": "Multiplies the head's learning rate."})
     # --- what trains when
@@ -46,7 +49,9 @@ class TransferTrainingArguments(TrainingArguments):
     gradual_unfreezing: bool = field(
         default=False, metadata={"help": "ULMFiT gradual unfreezing: head first, then one more depth from the top."}
     )
-    unfreeze_every: float = field(default=1.0, metadata={"help": "Unfreeze one depth every this many `unfreeze_unit`s."})
+    unfreeze_every: float = field(
+        default=1.0, metadata={"help": "Unfreeze one depth every this many `unfreeze_unit`s."}
+    )
     unfreeze_unit: str = field(default="epoch", metadata={"help": "`epoch` or `step`.", "choices": ["epoch", "step"]})
     unfreeze_restart_schedule: bool = field(
         default=False, metadata={"help": "Restart the base LR schedule (warmup/decay) at every unfreezing (fastai)."}
@@ -81,11 +86,15 @@ class TransferTrainingArguments(TrainingArguments):
         default=0, metadata={"help": "Re-initialise the top k blocks before training (Zhang et al. 2021)."}
     )
     # --- regularisation and weight-space ensembling
-    l2sp_alpha: float = field(default=0.0, metadata={"help": "L2-SP: alpha/2 * ||w - w_pretrained||^2 on the backbone."})
+    l2sp_alpha: float = field(
+        default=0.0, metadata={"help": "L2-SP: alpha/2 * ||w - w_pretrained||^2 on the backbone."}
+    )
     l2sp_beta: float = field(default=0.0, metadata={"help": "L2-SP: beta/2 * ||w_head||^2 on the head."})
     wise_ft_alphas: list[float] | None = field(
         default=None,
-        metadata={"help": "WiSE-FT: after training, interpolate pretrained and fine-tuned weights; alpha chosen on eval."},
+        metadata={
+            "help": "WiSE-FT: after training, interpolate pretrained and fine-tuned weights; alpha chosen on eval."
+        },
     )
     # --- mechanics
     freeze_mode: str = field(
@@ -134,9 +143,7 @@ class TransferTrainingArguments(TrainingArguments):
             if on
         ]
         if len(exclusive) > 1:
-            raise ValueError(
-                f"{' and '.join(exclusive)} each decide which depths train when; choose one of them."
-            )
+            raise ValueError(f"{' and '.join(exclusive)} each decide which depths train when; choose one of them.")
         if self.strategy_freezes and self.ddp_find_unused_parameters is False and self.freeze_mode == "requires_grad":
             raise ValueError(
                 "This strategy freezes parameters while DDP runs: ddp_find_unused_parameters=False would crash "
@@ -170,7 +177,9 @@ class TransferTrainingArguments(TrainingArguments):
         if str(self.lr_scheduler_type) == _STLR:
             parts.append("slanted triangular LR")
         if self.reinit_head or self.reinit_top_blocks:
-            parts.append("head re-initialised" + (f" + top {self.reinit_top_blocks} blocks" if self.reinit_top_blocks else ""))
+            parts.append(
+                "head re-initialised" + (f" + top {self.reinit_top_blocks} blocks" if self.reinit_top_blocks else "")
+            )
         if self.l2sp_alpha or self.l2sp_beta:
             parts.append(f"L2-SP (alpha={self.l2sp_alpha:g}, beta={self.l2sp_beta:g})")
         if self.wise_ft_alphas:

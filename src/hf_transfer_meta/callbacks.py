@@ -72,7 +72,9 @@ class TransferScheduleCallback(TrainerCallback):
         """Subclasses: the phases of the strategy. Default: every depth trains."""
         return [Phase(0, frozenset(range(layer_map.num_depths)), name="all_depths")]
 
-    def ensure_schedule(self, model: nn.Module, max_steps: int, steps_per_epoch: int, **schedule_kwargs) -> TransferSchedule:
+    def ensure_schedule(
+        self, model: nn.Module, max_steps: int, steps_per_epoch: int, **schedule_kwargs
+    ) -> TransferSchedule:
         if self.layer_map is None:
             self.layer_map = LayerMap.from_model(model)
         if self.schedule is None:
@@ -259,7 +261,9 @@ class AutoRGNCallback(TrainerCallback):
         for g in optimizer.param_groups:
             p = g["params"][0]
             if len(g["params"]) != 1:
-                raise RuntimeError("Auto-RGN needs one optimizer group per parameter tensor: use TransferTrainer(auto_rgn=True).")
+                raise RuntimeError(
+                    "Auto-RGN needs one optimizer group per parameter tensor: use TransferTrainer(auto_rgn=True)."
+                )
             if p.grad is None:
                 rgn.append(None)
                 continue
@@ -278,4 +282,3 @@ class AutoRGNCallback(TrainerCallback):
             for g, lr in zip(optimizer.param_groups, self._saved):
                 g["lr"] = lr
             self._saved = None
-

@@ -190,7 +190,9 @@ class LayerMap:
         if isinstance(spec, int):
             d = spec if spec >= 0 else self.num_depths + spec
             if not 0 <= d < self.num_depths:
-                raise LayerMapError(f"Depth {spec} is out of range for {self.model_class}: depths are 0..{self.head_depth}.")
+                raise LayerMapError(
+                    f"Depth {spec} is out of range for {self.model_class}: depths are 0..{self.head_depth}."
+                )
             return [d]
         key = spec.strip().lower()
         L = self.num_blocks
@@ -241,7 +243,10 @@ class LayerMap:
         header += ["trains"] if trainable is not None else []
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
         fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-        lines = [f"{self.model_class}: {self.num_depths} depths ({self.num_blocks} blocks), map {self.how}", fmt(header)]
+        lines = [
+            f"{self.model_class}: {self.num_depths} depths ({self.num_blocks} blocks), map {self.how}",
+            fmt(header),
+        ]
         lines.append("  ".join("-" * w for w in widths))
         lines += [fmt(r) for r in rows]
         if self.tied:
@@ -351,9 +356,7 @@ def _structural_depths(model: nn.Module, *, blocks=None, head=None):
                 head_modules.append((name, out_emb))
     # A parameter is in the head only if its first name is: a tied output embedding stays with the input embedding.
     head_paths = [n for n, _ in head_modules]
-    head_param_ids = {
-        id(p) for n, p in inner.named_parameters() if any(n.startswith(h + ".") for h in head_paths)
-    }
+    head_param_ids = {id(p) for n, p in inner.named_parameters() if any(n.startswith(h + ".") for h in head_paths)}
 
     # --- blocks
     if blocks is not None:
@@ -373,7 +376,9 @@ def _structural_depths(model: nn.Module, *, blocks=None, head=None):
     for i, (_, block) in enumerate(block_modules, start=1):
         for p in block.parameters():
             depth.setdefault(id(p), i)
-    embedding_ids = {id(p) for m in inner.modules() if isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)}
+    embedding_ids = {
+        id(p) for m in inner.modules() if isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)
+    }
     explicit_blocks = blocks is not None
     L = len(block_modules)
     current = 0
@@ -392,7 +397,5 @@ def _structural_depths(model: nn.Module, *, blocks=None, head=None):
             depth[pid] = current
             if current > 0:
                 joined.setdefault(name.rsplit(".", 1)[0], current)
-    notes = [
-        f"{m} follows block {d} outside any block and trains with it (depth {d})" for m, d in joined.items()
-    ]
+    notes = [f"{m} follows block {d} outside any block and trains with it (depth {d})" for m, d in joined.items()]
     return depth, [n for n, _ in block_modules], [n for n, _ in head_modules], notes

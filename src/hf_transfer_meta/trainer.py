@@ -141,7 +141,9 @@ class TransferTrainer(Trainer):
             optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
         else:
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("params", "model", "optimizer_dict")}
+        optimizer_kwargs = {
+            k: v for k, v in optimizer_kwargs.items() if k not in ("params", "model", "optimizer_dict")
+        }
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
@@ -327,6 +329,27 @@ class TransferTrainer(Trainer):
         alpha, scores = select_wise_alpha(self.model, self._reference, theta_1, score, alphas=self.args.wise_ft_alphas)
         self.wise_ft_result = {"alpha": alpha, "metric": key, "scores": scores}
         self.log({"wise_ft_alpha": alpha})
+
+    def transfer_summary(self) -> dict:
+        """What was done, as plain data: what a model card records (strategy, depths, LRs, phases, probe, WiSE-FT)."""
+        lm = self.get_layer_map()
+        summary = {
+            "strategy": self.args.strategy_name,
+            "layer_map": lm.to_dict(),
+            "depth_learning_rates": {lm.depth_label(d): lr for d, lr in self.depth_learning_rates().items()},
+            "lr_scheduler_type": str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)),
+            "phases": self.transfer_schedule.describe() if self.transfer_schedule is not None else None,
+            "freeze_mode": self.args.freeze_mode,
+        }
+        if self.probe_result is not None:
+            summary["linear_probe"] = {
+                "C": float(self.probe_result.C),
+                "val_accuracy": float(self.probe_result.val_accuracy),
+                "seconds": float(self.probe_result.seconds),
+            }
+        if self.wise_ft_result is not None:
+            summary["wise_ft"] = self.wise_ft_result
+        return summary
 
     # ------------------------------------------------------------------ logging and saving
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
