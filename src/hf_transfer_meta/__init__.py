@@ -8,8 +8,12 @@ from .callbacks import (
     SurgicalFineTuningCallback,
     TransferScheduleCallback,
 )
+from .hpo import cross_validated_search
 from .layer_map import LayerMap, LayerMapError
 from .param_groups import build_param_groups, depth_learning_rates
+from .probe import linear_probe
+from .regularizers import L2SP, select_wise_alpha, wise_ft_interpolate
+from .reinit import reinit_head, reinit_top_blocks
 from .schedules import Phase, TransferSchedule, slanted_triangular
 from .trainer import TransferTrainer
 
@@ -27,7 +31,14 @@ __all__ = [
     "TransferScheduleCallback",
     "TransferTrainer",
     "TransferTrainingArguments",
+    "L2SP",
     "build_param_groups",
+    "cross_validated_search",
+    "linear_probe",
+    "reinit_head",
+    "reinit_top_blocks",
+    "select_wise_alpha",
+    "wise_ft_interpolate",
     "depth_learning_rates",
     "slanted_triangular",
     "__version__",
