@@ -1,0 +1,121 @@
+"""The demo: disjoint splits, `--quick` end to end (table, results.json, run folders, sane numbers), clean errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from hf_transfer_meta import demo
+
+
+def test_splits_are_disjoint_and_balanced():
+    s = demo.load_digit_tasks(seed=0)
+    source = set(s.source.tolist())
+    assert set(s.targets[s.source].tolist()) == set(demo.SOURCE_CLASSES)
+    assert set(s.targets[s.target_test["new"]].tolist()) == set(demo.NEW_CLASSES)
+    for pool_name in ("held_out", "new"):
+        pool, test = set(s.target_pool[pool_name].tolist()), set(s.target_test[pool_name].tolist())
+        assert not pool & test and not pool & source and not test & source
+        draws = []
+        for seed in range(3):
+            train, val = demo.draw_few_shot(s.target_pool[pool_name], s.targets, shots=20, val_per_class=10, seed=seed)
+            assert set(train.tolist()) <= pool and set(val.tolist()) <= pool and not set(train) & set(val)
+            counts = np.unique(s.targets[train], return_counts=True)[1]
+            assert counts.tolist() == [20] * len(counts)
+            draws.append(set(train.tolist()))
+        assert draws[0] != draws[1]  # every seed gets its own few-shot set
+    with pytest.raises(ValueError, match="lower --shots"):
+        demo.draw_few_shot(s.target_pool["new"], s.targets, shots=500, val_per_class=10, seed=0)
+
+
+def test_task_labels():
+    s = demo.load_digit_tasks(seed=0)
+    args = demo.DemoArguments(output_dir="unused")
+    relabeled = demo._target_datasets(demo.TASKS["relabeled"], s, args, draw_seed=0)
+    plain = demo._target_datasets(demo.TASKS["inverted"], s, args, draw_seed=0)
+    # same images, every label moved to the next class; inverted images are 1 - clean
+    assert torch.equal(relabeled["test_id"].labels, (plain["test_id"].labels + 1) % 6)
+    assert torch.allclose(relabeled["test_id"].images, 1 - plain["test_id"].images, atol=1e-6)
+    assert demo.TASKS["relabeled"].id2label()[1] == "0"
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    threads = torch.get_num_threads()
+    results = demo.main(["--output_dir", str(out), "--quick", "--disable_tqdm"])
+    assert torch.get_num_threads() == threads  # the study's settings are restored
+
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["transfer"]["summary"] == json.loads(json.dumps(results["transfer"]["summary"]))
+    assert (out / "source_model" / "config.json").is_file()
+    assert (out / "source_model" / "model.safetensors").is_file()
+    table = (out / "transfer" / "table.txt").read_text()
+    for label in ("full fine-tuning", "linear probe (head only)", "LP-FT", "surgical: stem + block 1"):
+        assert label in table
+    for task in demo.TASKS:
+        assert task in table
+
+    study = results["transfer"]
+    assert study["source"]["train_accuracy_clean"] > 0.95
+    rows = {(r["task"], r["strategy"]): r for r in study["summary"]}
+    assert len(rows) == 3 * 4
+    for task, info in study["tasks"].items():
+        full = rows[(task, "full_ft")]
+        # far above chance (1/4 or 1/6) on held-out target images
+        assert full["test_id_accuracy"] > info["chance"] + 0.6, (task, full)
+        for (t, _), row in rows.items():
+            if t == task:
+                assert 0.0 <= row["test_ood_accuracy"] <= 1.0 and row["test_id_accuracy"] > info["chance"]
+    # the input-level shift is fixed by the first block alone (Lee et al. 2022), with a fraction of the parameters
+    inv_full, inv_first = rows[("inverted", "full_ft")], rows[("inverted", "surgical_first")]
+    assert inv_first["test_id_accuracy"] > 0.9
+    assert inv_first["trainable_params"] < 0.1 * inv_full["trainable_params"]
+    # the linear probe trains the head only: 64 features -> 4 new classes
+    assert rows[("new_classes", "linear_probe")]["trainable_params"] == 64 * 4 + 4
+    assert rows[("new_classes", "full_ft")]["trainable_params"] == rows[("new_classes", "full_ft")]["total_params"]
+
+    for run in study["runs"]:
+        run_dir = run["run_dir"]
+        assert os.path.isfile(os.path.join(run_dir, "trainer_state.json"))
+        saved = json.loads(open(os.path.join(run_dir, "result.json")).read())
+        assert saved["test_id_accuracy"] == run["test_id_accuracy"]
+        assert os.path.isfile(os.path.join(run_dir, "model.safetensors")) == run["selected"]
+        if run["strategy"] == "lp_ft":
+            assert saved["transfer_summary"]["linear_probe"]["val_accuracy"] > 0.5  # the logistic probe ran
+        if run["task"] == "new_classes":
+            config = json.loads(open(os.path.join(run_dir, "config.json")).read())
+            assert config["id2label"] == {"0": "6", "1": "7", "2": "8", "3": "9"}
+
+
+def test_unwritable_output_dir_is_a_clean_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    target = blocker / "demo"
+    with pytest.raises(SystemExit) as err:
+        demo.main(["--output_dir", str(target), "--quick"])
+    message = str(err.value.code)
+    assert message.startswith("error: cannot write to --output_dir") and str(target) in message
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_dir_is_a_clean_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit, match="cannot write to --output_dir"):
+            demo.main(["--output_dir", str(ro), "--quick"])
+    finally:
+        ro.chmod(0o700)
+
+
+def test_unknown_names_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        demo.main(["--output_dir", str(tmp_path), "--strategies", "full_ft", "fancy_ft"])
+    assert err.value.code == 2
+    assert "Unknown strategy ['fancy_ft']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(["--output_dir", str(tmp_path), "--tasks", "cifar"])
+    assert "Unknown task ['cifar']" in capsys.readouterr().err
