@@ -16,6 +16,8 @@ Dropout: runs in the model's mode; under ``vmap`` each task draws its own mask (
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -31,6 +33,7 @@ __all__ = [
     "LossSpec",
     "adapted_names",
     "buffers_copy",
+    "call_model",
     "forward",
     "inner_loop",
     "output_tensor",
@@ -86,13 +89,39 @@ def output_tensor(output) -> Tensor:
     return logits
 
 
+@functools.lru_cache(maxsize=256)
+def _accepts(forward_fn, name: str) -> bool:
+    try:
+        sig = inspect.signature(forward_fn)
+    except (TypeError, ValueError):
+        return True
+    return name in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def _split_inputs(model: nn.Module, inputs: Mapping[str, Tensor]) -> tuple[tuple, dict]:
+    """Inputs by keyword; a single input the forward does not name (``nn.Sequential`` takes ``input``) goes by position."""
+    if len(inputs) == 1:
+        ((name, value),) = inputs.items()
+        if not _accepts(type(model).forward, name):
+            return (value,), {}
+    return (), dict(inputs)
+
+
+def call_model(model: nn.Module, inputs: Mapping[str, Tensor], params: Mapping[str, Tensor] | None = None):
+    """``model(**inputs)``, or with ``params`` (parameters and buffers) in place of the model's own; raw output."""
+    args, kwargs = _split_inputs(model, inputs)
+    if params is None:
+        return model(*args, **kwargs)
+    return functional_call(model, dict(params), args=args, kwargs=kwargs, strict=False)
+
+
 def forward(model: nn.Module, params: Mapping[str, Tensor], inputs: Mapping[str, Tensor]) -> Tensor:
     """``model(**inputs)`` with ``params`` (parameters and buffers) in place of the model's own; returns the logits."""
-    return output_tensor(functional_call(model, dict(params), args=(), kwargs=dict(inputs), strict=False))
+    return output_tensor(call_model(model, inputs, params))
 
 
 def resolve_loss(spec: LossSpec) -> Callable[[Tensor, Tensor], Tensor]:
-    """"auto" (cross-entropy for integer labels, mean squared error for float labels), "ce", "mse" or a callable."""
+    """The loss of a spec: "auto" (cross-entropy for integer labels, MSE for float labels), "ce", "mse" or a callable."""
     if callable(spec):
         return spec
     key = spec.lower()
@@ -115,7 +144,9 @@ def _auto_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return _cross_entropy(logits, labels)
 
 
-def adapted_names(model: nn.Module, adapt: AdaptSpec = "all", layer_map: LayerMap | Mapping | None = None) -> list[str]:
+def adapted_names(
+    model: nn.Module, adapt: AdaptSpec = "all", layer_map: LayerMap | Mapping | None = None
+) -> list[str]:
     """Names (as ``model.named_parameters()`` gives them) of the parameters an inner loop adapts.
 
     ``adapt``: "all" (every parameter that requires grad), "lora" (PEFT LoRA parameters, "lora_" in the name),
@@ -195,17 +226,19 @@ def inner_loop(
     Vmap-safe: it uses ``torch.func.grad``.
     """
 
-    def support_loss(p: dict[str, Tensor]) -> Tensor:
-        return loss_fn(forward(model, {**fixed, **p}, inputs), labels)
+    def support_loss(p: dict[str, Tensor], rest: dict[str, Tensor]) -> Tensor:
+        return loss_fn(forward(model, {**rest, **p}, inputs), labels)
 
+    # ``fixed`` is an argument, not a closure: BatchNorm may update running statistics (on the copies) in place,
+    # which torch.func refuses for captured tensors.
     grad_fn = torch.func.grad(support_loss)
-    fast = dict(fast)
+    fast, fixed = dict(fast), dict(fixed)
     for _ in range(steps):
         if first_order:
             with torch.no_grad():  # torch.func.grad still differentiates; the outer graph is not recorded
-                grads = grad_fn(fast)
+                grads = grad_fn(fast, fixed)
         else:
-            grads = grad_fn(fast)
+            grads = grad_fn(fast, fixed)
         fast = sgd_step(fast, grads, lr)
     return fast
 
