@@ -12,6 +12,7 @@ from .algorithms import (
     ProtoNet,
     Reptile,
 )
+from .arguments import META_ALGORITHMS, MetaTrainingArguments
 from .datasets import (
     ClassSplit,
     assert_class_disjoint,
@@ -32,8 +33,13 @@ from .metrics import (
 )
 from .models import Conv4, Conv4Config, Conv4ForImageClassification, Conv4Model
 from .sinusoid import SinusoidMLP, SinusoidTasks, evaluate_sinusoid, train_sinusoid
+from .trainer import MetaTrainer, build_algorithm
 
 __all__ = [
+    "META_ALGORITHMS",
+    "MetaTrainer",
+    "MetaTrainingArguments",
+    "build_algorithm",
     "ALGORITHMS",
     "ANIL",
     "Conv4",
