@@ -154,3 +154,16 @@ def test_protonet_and_finetune_use_backbone_features():
     assert hf.classifier.weight.grad is None and hf.conv4.blocks[0].conv.weight.grad is not None
     assert FineTune(steps=5).adapt_and_predict(plain, ep).shape == (6, 3)
     assert FineTune(train="all", steps=2).adapt_and_predict(hf, ep).shape == (6, 3)
+
+
+def test_strided_conv4_is_mamls_omniglot_network():
+    """downsample="stride": four stride-2 3x3 convs (28 -> 14 -> 7 -> 4 -> 2), no pooling, 64 * 2 * 2 features."""
+    config = Conv4Config(num_channels=1, image_size=28, num_labels=5, downsample="stride")
+    model = Conv4ForImageClassification(config)
+    assert model.classifier.in_features == 64 * 2 * 2
+    assert [b.conv.stride for b in model.conv4.blocks] == [(2, 2)] * 4
+    out = model(pixel_values=torch.randn(3, 1, 28, 28), output_hidden_states=True)
+    assert [tuple(h.shape[-2:]) for h in out.hidden_states] == [(28, 28), (14, 14), (7, 7), (4, 4), (2, 2)]
+    assert out.logits.shape == (3, 5)
+    with pytest.raises(ValueError, match="downsample"):
+        Conv4ForImageClassification(Conv4Config(downsample="avgpool"))
