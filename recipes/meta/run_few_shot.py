@@ -98,6 +98,7 @@ def build_model(model_args: ModelArguments, data: DataArguments, args: MetaTrain
         config = Conv4Config(
             num_channels=1,
             image_size=side,
+            num_blocks=3 if data.dataset == "digits" else 4,  # 8x8 digits: 8 -> 4 -> 2 -> 1
             hidden_size=model_args.conv4_hidden_size,
             downsample=model_args.conv4_downsample,
             num_labels=args.n_way,

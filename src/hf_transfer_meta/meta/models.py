@@ -197,6 +197,7 @@ class Conv4Model(Conv4PreTrainedModel):
 
     def __init__(self, config: Conv4Config):
         super().__init__(config)
+        conv4_feature_size(config.image_size, config.hidden_size, config.num_blocks, config.downsample)  # checks
         self.blocks = _blocks(
             config.num_channels,
             config.hidden_size,
