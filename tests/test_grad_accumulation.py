@@ -102,3 +102,38 @@ def test_strategies_are_invariant_to_accumulation(tmp_path, strategy):
     assert not torch.equal(
         w4["bert.embeddings.word_embeddings.weight"], init["bert.embeddings.word_embeddings.weight"]
     )
+
+
+class LMData(Data):
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def gpt2(seed=0):
+    torch.manual_seed(seed)
+    cfg = T.GPT2Config(
+        vocab_size=VOCAB, n_positions=SEQ_LEN, n_embd=16, n_layer=2, n_head=2,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    return T.GPT2LMHeadModel(cfg)
+
+
+def test_l2sp_counts_once_per_step_when_the_model_normalises_by_tokens(tmp_path):
+    """A causal LM's loss is divided by the tokens of the whole accumulated batch, so Trainer does not divide it by
+    the GA steps; the L2-SP penalty, added to every micro-batch's loss, must then be divided by them itself."""
+    weights = {}
+    for batch, ga in ((8, 1), (2, 4)):
+        args = TransferTrainingArguments(
+            output_dir=str(tmp_path / f"lm_{ga}"), per_device_train_batch_size=batch, gradient_accumulation_steps=ga,
+            num_train_epochs=2, learning_rate=0.5, optim="sgd", weight_decay=0.0, l2sp_alpha=1.0, l2sp_beta=0.1,
+            report_to="none", use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
+        )  # fmt: skip
+        model = gpt2()
+        trainer = TransferTrainer(model=model, args=args, train_dataset=LMData())
+        assert trainer.loss_is_scaled_for_ga  # the case this test is about
+        trainer.train()
+        weights[ga] = {n: p.detach().clone() for n, p in model.named_parameters()}
+    diff = max_diff(weights[1], weights[4])
+    print(f"L2-SP causal LM: max |GA=4 - GA=1| = {diff:.3g}")
+    assert diff <= 1e-5
+    assert max_diff(weights[1], dict(gpt2().named_parameters())) > 1e-2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import logging
 import os
 
@@ -99,7 +100,16 @@ class TransferTrainer(Trainer):
         accumulation steps itself (transformers#37766)."""
         if not self.model_accepts_loss_kwargs or self.model is None:
             return False
-        return getattr(_unwrap(self.model), "loss_type", None) in {"ForCausalLM", "ForMaskedLM"}
+        model = _unwrap(self.model)
+        loss_type = getattr(model, "loss_type", None)
+        if loss_type is None:
+            # A class whose name names no loss (GPT2LMHeadModel) gets `loss_function` = ForCausalLM by default; it
+            # normalises by items only if its forward really calls it.
+            try:
+                return "self.loss_function(" in inspect.getsource(type(model).forward)
+            except (OSError, TypeError):
+                return False
+        return loss_type in {"ForCausalLM", "ForMaskedLM"}
 
     # ------------------------------------------------------------------ optimizer and scheduler
     def depth_learning_rates(self) -> dict[int, float]:
@@ -291,6 +301,10 @@ class TransferTrainer(Trainer):
         out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         if (self.args.l2sp_alpha or self.args.l2sp_beta) and model.training:
             penalty = self.l2sp_penalty()
+            if self.loss_is_scaled_for_ga and num_items_in_batch is not None:
+                # Trainer will not divide this micro-batch's loss by the GA steps: the penalty, added once per
+                # micro-batch, must be, so that it counts once per optimizer step.
+                penalty = penalty / getattr(self, "current_gradient_accumulation_steps", 1)
             if return_outputs:
                 return out[0] + penalty, out[1]
             return out + penalty
