@@ -189,6 +189,7 @@ class TransferScheduleCallback(TrainerCallback):
                 "freeze_mode='mask', or use TransferTrainer, which sets it."
             )
         self._bind(model, optimizer)
+        _fsdp2_lazy_init(model)
         self._applied = None
         self.apply(state.global_step)
 
@@ -282,3 +283,20 @@ class AutoRGNCallback(TrainerCallback):
             for g, lr in zip(optimizer.param_groups, self._saved):
                 g["lr"] = lr
             self._saved = None
+
+
+def _fsdp2_lazy_init(model) -> None:
+    """Run FSDP2's lazy initialisation now, while every managed parameter still requires grad.
+
+    FSDP2 fixes each parameter group's original/reduce dtypes at its first forward from the parameters requiring grad
+    *then*; a group frozen at that moment keeps none, and once unfrozen its bf16-reduced gradients are assigned to the
+    fp32 parameters unconverted ("attempting to assign a gradient with dtype BFloat16 to a tensor with grad_dtype
+    Float"). Measured on an H200 (torch 2.11) and with FSDP2 emulated over gloo on CPU: gradual unfreezing and LP-FT
+    crash at the first unfreeze without this, and run with frozen weights bit-identical with it.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return
+    if isinstance(model, FSDPModule):
+        model._get_fsdp_state()._lazy_init()

@@ -82,8 +82,12 @@ class TransferTrainer(Trainer):
         if args.auto_rgn:
             callbacks.append(AutoRGNCallback())
         super().__init__(model, args, *pargs, callbacks=callbacks, **kwargs)
-        if type(self).loss_is_scaled_for_ga is None:
+        if getattr(type(self), "loss_is_scaled_for_ga", None) is None:
             self.loss_is_scaled_for_ga = self._model_normalises_loss_by_items()
+        if not self.loss_is_scaled_for_ga:
+            # Per-batch-mean losses: make Trainer divide by the GA steps. Without loss kwargs Trainer counts no
+            # num_items_in_batch and divides, in every transformers 5 release (5.17 has no loss_is_scaled_for_ga).
+            self.model_accepts_loss_kwargs = False
 
     # ------------------------------------------------------------------ layer map
     def get_layer_map(self, model: nn.Module | None = None) -> LayerMap:
