@@ -70,7 +70,10 @@ class TransferTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "LR of the head-only stage (default: learning_rate)."}
     )
     lp_c_grid: list[float] | None = field(
-        default=None, metadata={"help": "C values for the logistic probe (default: logspace(-7, 2, 10), the paper's)."}
+        default=None,
+        metadata={
+            "help": "C values for the logistic probe (default: logspace(-7, 2, 100), the official LP-FT code's)."
+        },
     )
     surgical_blocks: list[str] | None = field(
         default=None,

@@ -63,6 +63,7 @@ class ProbeResult:
         val_accuracy: validation accuracy at ``C`` (NaN without a validation set).
         train_accuracy: training accuracy at ``C``.
         seconds: time spent fitting the sweep (feature extraction not included).
+        extract_seconds: time spent extracting the frozen features (set by :func:`linear_probe`).
         all_scores: one ``{"C", "train_accuracy", "val_accuracy"}`` dict per C, in sweep order.
         classes: label ids present in the training set.
         classifier: the scikit-learn estimator at ``C`` (it expects normalised features, see ``normalize``).
@@ -82,6 +83,7 @@ class ProbeResult:
     feature_mean: float = 0.0
     feature_std: float = 1.0
     converged: bool = True
+    extract_seconds: float = 0.0
 
     def normalize(self, features: np.ndarray) -> np.ndarray:
         """Raw features -> the normalised features ``classifier`` was fit on."""
@@ -103,6 +105,8 @@ class ProbeResult:
             "train_accuracy": self.train_accuracy,
             "num_cs": len(self.all_scores),
             "seconds": round(self.seconds, 3),
+            "extract_seconds": round(self.extract_seconds, 3),
+            "total_seconds": round(self.seconds + self.extract_seconds, 3),
             "converged": self.converged,
         }
 
@@ -473,6 +477,7 @@ def linear_probe(
     """
     layer_map = layer_map or LayerMap.from_model(model)
     _, linear = final_linear(model, layer_map)
+    started = time.perf_counter()
     kwargs = dict(data_collator=data_collator, layer_map=layer_map, batch_size=batch_size, label_names=label_names)
     train_x, train_y = extract_features(model, train_dataset, **kwargs)
     val_x, val_y = extract_features(model, eval_dataset, **kwargs) if eval_dataset is not None else (None, None)
@@ -489,13 +494,16 @@ def linear_probe(
         random_state=random_state,
     )
     name = write_probe_into_head(model, layer_map, result)
+    result.extract_seconds = time.perf_counter() - started - result.seconds
     logger.info(
-        "linear probe written into %s: C=%.3g, train accuracy %.4f, validation accuracy %.4f (%d C values, %.1fs)",
+        "linear probe written into %s: C=%.3g, train accuracy %.4f, validation accuracy %.4f (%d C values, %.1fs; "
+        "feature extraction %.1fs)",
         name,
         result.C,
         result.train_accuracy,
         result.val_accuracy,
         len(result.all_scores),
         result.seconds,
+        result.extract_seconds,
     )
     return result

@@ -270,10 +270,11 @@ class TransferTrainer(Trainer):
                 layer_map=lm,
                 Cs=a.lp_c_grid,
                 batch_size=a.per_device_eval_batch_size,
+                label_names=tuple(a.label_names or ("labels",)),
             )
             logger.info(
                 f"Linear probe: C={self.probe_result.C:g}, validation accuracy {self.probe_result.val_accuracy:.4f}, "
-                f"{self.probe_result.seconds:.1f}s"
+                f"{self.probe_result.extract_seconds:.1f}s feature extraction + {self.probe_result.seconds:.1f}s C sweep"
             )
 
     def _needs_reference(self) -> bool:
@@ -363,7 +364,8 @@ class TransferTrainer(Trainer):
             summary["linear_probe"] = {
                 "C": float(self.probe_result.C),
                 "val_accuracy": float(self.probe_result.val_accuracy),
-                "seconds": float(self.probe_result.seconds),
+                "sweep_seconds": float(self.probe_result.seconds),
+                "extract_seconds": float(self.probe_result.extract_seconds),
             }
         if self.wise_ft_result is not None:
             summary["wise_ft"] = self.wise_ft_result
