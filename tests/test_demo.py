@@ -1,4 +1,5 @@
-"""The demo: disjoint splits, `--quick` end to end (table, results.json, run folders, sane numbers), clean errors."""
+"""The demo: disjoint splits, `--quick` end to end (both tables, results.json, run folders, sane numbers), clean
+errors."""
 
 import json
 import os
@@ -88,6 +89,60 @@ def test_quick_demo_end_to_end(tmp_path):
             config = json.loads(open(os.path.join(run_dir, "config.json")).read())
             assert config["id2label"] == {"0": "6", "1": "7", "2": "8", "3": "9"}
 
+    check_meta_study(out, results)
+
+
+def check_meta_study(out, results):
+    """The meta-learning part of the quick demo: its table, files and numbers a broken study cannot produce."""
+    study = results["meta"]
+    on_disk = json.loads((out / "meta" / "results.json").read_text())
+    assert on_disk["summary"] == json.loads(json.dumps(study["summary"]))
+    assert json.loads((out / "results.json").read_text())["meta"]["summary"] == on_disk["summary"]
+    table = (out / "meta" / "table.txt").read_text()
+    for label in ("ProtoNet", "MAML (2nd order)", "4-way 1-shot", "4-way 5-shot", "K=10, 1 step", "no meta-training"):
+        assert label in table
+    assert study["digits"]["meta_train_classes"] == [0, 1, 2, 3, 4, 5]
+    assert study["digits"]["meta_test_classes"] == [6, 7, 8, 9]
+
+    rows = {(r["task"], r["method"], r["setting"]): r for r in study["summary"]}
+    assert len(rows) == 2 * 2 + 1
+    for row in rows.values():
+        assert row["ci95"] > 0 and row["no_meta_training_ci95"] > 0 and row["train_seconds"] > 0, row
+        if row["task"] == "digits":
+            assert row["episodes"] == 50 and row["chance"] == 0.25
+            assert 0.0 <= row["value"] <= 1.0 and 0.0 <= row["no_meta_training"] <= 1.0
+            assert row["value"] > row["chance"] + 0.25, row  # clearly above chance on digits never meta-trained on
+    for method in ("protonet", "maml"):
+        one, five = rows[("digits", method, "4-way 1-shot")], rows[("digits", method, "4-way 5-shot")]
+        assert five["value"] > one["value"] + 0.05  # more support images per class help
+    assert rows[("digits", "protonet", "4-way 1-shot")]["pre_adaptation"] is None  # nothing to adapt
+    for k in (1, 5):
+        maml = rows[("digits", "maml", f"4-way {k}-shot")]
+        # labels are shuffled per episode: the meta-learned init is at chance before its inner steps, far above after
+        assert abs(maml["pre_adaptation"] - 0.25) < 0.08 and maml["value"] > maml["pre_adaptation"] + 0.3, maml
+    sine = rows[("sinusoid", "maml", "K=10, 1 step")]
+    assert sine["metric"] == "mse" and sine["episodes"] == 50
+    # one step from the meta-learned init beats the init itself and one step from a random init
+    assert sine["value"] < sine["pre_adaptation"] and sine["value"] < sine["no_meta_training"], sine
+
+    for row in rows.values():
+        run_dir = row["run_dir"]
+        assert os.path.isfile(os.path.join(run_dir, "model.safetensors"))
+        state = json.loads(open(os.path.join(run_dir, "trainer_state.json")).read())
+        assert state["global_step"] == row["meta_steps"]
+        saved = json.loads(open(os.path.join(run_dir, "result.json")).read())
+        assert saved["after"]["value"] == row["value"]
+        if row["task"] == "digits":
+            config = json.loads(open(os.path.join(run_dir, "config.json")).read())
+            assert config["model_type"] == "conv4" and config["num_blocks"] == 3
+
+
+def test_meta_digits_are_class_disjoint():
+    train, test = demo.load_meta_digits()
+    assert set(train["label"]) == set(demo.META_TRAIN_CLASSES) == {0, 1, 2, 3, 4, 5}
+    assert set(test["label"]) == set(demo.META_TEST_CLASSES) == {6, 7, 8, 9}
+    assert len(train) + len(test) == 1797
+
 
 def test_unwritable_output_dir_is_a_clean_error(tmp_path):
     blocker = tmp_path / "a_file"
@@ -119,3 +174,9 @@ def test_unknown_names_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.main(["--output_dir", str(tmp_path), "--tasks", "cifar"])
     assert "Unknown task ['cifar']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(["--output_dir", str(tmp_path), "--meta_methods", "maml", "matching_net"])
+    assert "Unknown meta-learning method ['matching_net']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(["--output_dir", str(tmp_path), "--meta_way", "5"])
+    assert "meta_way=5" in capsys.readouterr().err

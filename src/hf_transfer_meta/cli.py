@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "usage: hf-transfer-meta {layers,demo} [options]\n"
             "  layers  print the layer map of a model (depth -> modules, parameter count, LR)\n"
-            "  demo    run the end-to-end transfer study on scikit-learn digits\n"
+            "  demo    run the transfer study and the meta-learning study (digits, sinusoid)\n"
             "Run `hf-transfer-meta COMMAND --help` for a command's options.",
             file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout,
         )
