@@ -677,15 +677,7 @@ def format_table(rows: list[dict], lr_searched: bool = False) -> str:
         ]
         for r in rows
     ]
-    widths = [max(len(x[i]) for x in lines + [header]) for i in range(len(header))]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [fmt(header), "  ".join("-" * w for w in widths)]
-    previous = None
-    for r, cells in zip(rows, lines):
-        if previous is not None and r["task"] != previous:
-            out.append("")
-        out.append(fmt(cells))
-        previous = r["task"]
+    out = _aligned_table(header, lines, [r["task"] for r in rows])
     seeds = max((r["seeds"] for r in rows), default=1)
     out += [
         "",
@@ -1002,15 +994,7 @@ def format_meta_table(rows: list[dict]) -> str:
         ]
         for r in rows
     ]
-    widths = [max(len(x[i]) for x in lines + [header]) for i in range(len(header))]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [fmt(header), "  ".join("-" * w for w in widths)]
-    previous = None
-    for r, cells in zip(rows, lines):
-        if previous is not None and r["task"] != previous:
-            out.append("")
-        out.append(fmt(cells))
-        previous = r["task"]
+    out = _aligned_table(header, lines, [r["task"] for r in rows])
     notes = [""]
     digits = [r for r in rows if r["task"] == "digits"]
     if digits:
@@ -1104,6 +1088,21 @@ def main(argv: list[str] | None = None) -> dict:
         json.dump(results, f, indent=2, default=str)
     print(f"[demo] results in {path} ({results['seconds']:.0f}s)", flush=True)
     return results
+
+
+def _aligned_table(header: list[str], lines: list[list[str]], groups: list[str]) -> list[str]:
+    """Left-aligned text columns under a dashed rule, with a blank line between consecutive groups (tasks)."""
+    widths = [max(len(x[i]) for x in lines + [header]) for i in range(len(header))]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    out = [fmt(header), "  ".join("-" * w for w in widths)]
+    for i, cells in enumerate(lines):
+        if i and groups[i] != groups[i - 1]:
+            out.append("")
+        out.append(fmt(cells))
+    return out
 
 
 if __name__ == "__main__":
