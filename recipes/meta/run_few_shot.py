@@ -74,16 +74,26 @@ class DataArguments:
         default_factory=lambda: [], metadata={"help": "Evaluate at each of these K (default: eval_k_shot or k_shot)."}
     )
     class_split_seed: int = field(default=0, metadata={"help": "Seed of the class split (clinc150)."})
+    eval_split: str = field(
+        default="test",
+        metadata={"help": "Classes to evaluate on: test, or validation (clinc150) to choose settings without test."},
+    )
 
 
 def load_splits(data: DataArguments):
     """(meta-train, meta-test, rotations, text column or None) for the chosen data set."""
+    if data.eval_split not in ("test", "validation"):
+        raise ValueError(f"--eval_split {data.eval_split!r}: use test or validation.")
+    if data.eval_split == "validation" and data.dataset != "clinc150":
+        raise ValueError(
+            f"--eval_split validation: {data.dataset} has no validation classes here; only clinc150 does."
+        )
     if data.dataset == "omniglot":
         split = omniglot_meta_splits(data.data_dir, image_size=data.image_size)
         return split.train, split.test, [0, 90, 180, 270], None
     if data.dataset == "clinc150":
         split = split_classes(load_clinc150(data.data_dir), "label", seed=data.class_split_seed)
-        return split.train, split.test, None, "text"
+        return split.train, split.validation if data.eval_split == "validation" else split.test, None, "text"
     if data.dataset == "digits":
         digits = load_digits_dataset()
         return digits.filter(lambda r: r["label"] < 6), digits.filter(lambda r: r["label"] >= 6), None, None
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
             num_episodes=args.eval_episodes, seed=args.episode_seed + 1, rotations=args.rotations,
             image_column=args.image_column, fixed=True,
         )  # fmt: skip
-        prefix = f"test_{n}way_{k}shot"
+        prefix = f"{data.eval_split}_{n}way_{k}shot"
         metrics = trainer.evaluate(episodes, metric_key_prefix=prefix)
         trainer.log_metrics(prefix, metrics)
         trainer.save_metrics(prefix, metrics)
