@@ -45,6 +45,7 @@ __all__ = [
     "MetaOutput",
     "check_episode",
     "query_metrics",
+    "task_outputs_metrics",
     "stack_tasks",
 ]
 
@@ -146,6 +147,21 @@ def query_metrics(
         if classification and logits_pre is not None:
             metrics["query_accuracy_pre"] = sum(_accuracy(lg, y) for lg, y in zip(logits_pre, labels)) / len(labels)
     return metrics
+
+
+def task_outputs_metrics(outs: Sequence[Mapping[str, Any]], tasks: Sequence[Episode], pre: bool):
+    """``(losses [T], query logits per task, metrics)`` from per-task dicts with ``loss``, ``logits`` and, when
+    ``pre``, ``loss_pre``/``logits_pre`` (what the inner-loop algorithms' task functions return)."""
+    losses = torch.stack([o["loss"] for o in outs])
+    logits = [o["logits"] for o in outs]
+    metrics = query_metrics(
+        losses,
+        logits,
+        [t["query_labels"] for t in tasks],
+        torch.stack([o["loss_pre"] for o in outs]) if pre else None,
+        [o["logits_pre"] for o in outs] if pre else None,
+    )
+    return losses, logits, metrics
 
 
 class MetaAlgorithm(nn.Module):

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..functional import AdaptSpec, LearningRate, LossSpec, forward, inner_loop
-from .base import Episode, InnerLoopAlgorithm, MetaOutput, VmapMode, _as_tasks, query_metrics
+from .base import Episode, InnerLoopAlgorithm, MetaOutput, VmapMode, _as_tasks, task_outputs_metrics
 
 __all__ = ["ANIL", "FOMAML", "MAML", "MetaSGD"]
 
@@ -100,15 +100,7 @@ class MAML(InnerLoopAlgorithm):
 
         with self._attention_context(self.second_order):
             outs = self.map_tasks(task, model, tasks)
-        losses = torch.stack([o["loss"] for o in outs])
-        logits = [o["logits"] for o in outs]
-        metrics = query_metrics(
-            losses,
-            logits,
-            [t["query_labels"] for t in tasks],
-            torch.stack([o["loss_pre"] for o in outs]) if pre else None,
-            [o["logits_pre"] for o in outs] if pre else None,
-        )
+        losses, logits, metrics = task_outputs_metrics(outs, tasks, pre)
         return MetaOutput(losses.mean(), metrics, logits)
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..functional import AdaptSpec, forward, inner_loop
-from .base import Episode, InnerLoopAlgorithm, MetaOutput, _as_tasks, query_metrics
+from .base import Episode, InnerLoopAlgorithm, MetaOutput, _as_tasks, task_outputs_metrics
 
 __all__ = ["Reptile"]
 
@@ -67,18 +67,10 @@ class Reptile(InnerLoopAlgorithm):
         with torch.no_grad():
             outs = self.map_tasks(task, model, tasks)
         delta = {n: torch.stack([o["delta"][n] for o in outs]).mean(0) for n in fast0}
-        losses = torch.stack([o["loss"] for o in outs])
+        losses, logits, metrics = task_outputs_metrics(outs, tasks, pre)
         # d/dtheta of sum(theta * delta) is delta; the detached terms only set the value shown in logs.
         surrogate = sum((fast0[n] * delta[n]).sum() for n in fast0)
         loss = surrogate - surrogate.detach() + losses.mean()
-        logits = [o["logits"] for o in outs]
-        metrics = query_metrics(
-            losses,
-            logits,
-            [t["query_labels"] for t in tasks],
-            torch.stack([o["loss_pre"] for o in outs]) if pre else None,
-            [o["logits_pre"] for o in outs] if pre else None,
-        )
         metrics["reptile_step_norm"] = torch.sqrt(sum((d.float() ** 2).sum() for d in delta.values())).item()
         return MetaOutput(loss, metrics, logits)
 
