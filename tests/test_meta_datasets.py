@@ -203,6 +203,22 @@ def test_omniglot_meta_splits(omniglot_cache):
     assert episode["support"]["pixel_values"].dtype == torch.float32
 
 
+@pytest.mark.shared_data
+def test_omniglot_validation_alphabets_come_out_of_meta_train(omniglot_cache):
+    folder = shared_data_path("omniglot")
+    full = omniglot_meta_splits(folder, cache_dir=omniglot_cache)
+    split = omniglot_meta_splits(folder, cache_dir=omniglot_cache, validation_alphabets=["Balinese"])
+    assert split.keys["validation"] == ["Balinese"] and "Balinese" not in split.keys["train"]
+    assert set(split.validation["alphabet"]) == {"Balinese"} and len(split.validation) == 24 * 20
+    assert len(split.train) + len(split.validation) == len(full.train) == 136 * 20
+    # same labels as without the validation split, so the test split (and its episodes) is unchanged
+    assert set(split.train["label"]) | set(split.validation["label"]) == set(full.train["label"])
+    assert not set(split.train["label"]) & set(split.validation["label"])
+    assert split.test["label"] == full.test["label"]
+    with pytest.raises(ValueError, match="not alphabets of images_background_small1.*Korean"):
+        omniglot_meta_splits(folder, cache_dir=omniglot_cache, validation_alphabets=["Tagalog"])
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # CLINC150 (real data)
 # ----------------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import torch
 from hf_transfer_meta.layer_map import LayerMap
 from hf_transfer_meta.meta.algorithms import ANIL, MAML, FineTune, ProtoNet, embed
 from hf_transfer_meta.meta.models import (
+    BatchStatNorm2d,
     Conv4,
     Conv4Backbone,
     Conv4Config,
@@ -167,3 +168,45 @@ def test_strided_conv4_is_mamls_omniglot_network():
     assert out.logits.shape == (3, 5)
     with pytest.raises(ValueError, match="downsample"):
         Conv4ForImageClassification(Conv4Config(downsample="avgpool"))
+
+
+def test_batch_ops_norm_equals_torch_batchnorm_in_values_and_gradients():
+    torch.manual_seed(0)
+    torch_bn = Conv4(num_labels=3, hidden_size=4, image_size=16, downsample="stride")
+    ops = Conv4(num_labels=3, hidden_size=4, image_size=16, downsample="stride", norm="batch_ops")
+    ops.load_state_dict(torch_bn.state_dict())  # same parameter names: weight/bias, no buffers
+    assert any(isinstance(m, BatchStatNorm2d) for m in ops.modules())
+    with torch.no_grad():  # random affine parameters, so the scale and shift are checked too
+        for p in ops.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    torch_bn.load_state_dict(ops.state_dict())
+    x = torch.randn(6, 1, 16, 16)
+    torch.testing.assert_close(ops(x), torch_bn(x), atol=1e-5, rtol=1e-5)
+    g_ops = torch.autograd.grad(ops(x).square().sum(), list(ops.parameters()))
+    g_bn = torch.autograd.grad(torch_bn(x).square().sum(), list(torch_bn.parameters()))
+    for a, b in zip(g_ops, g_bn):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="running statistics"):
+        Conv4(norm="batch_ops", bn_track_running_stats=True)
+    with pytest.raises(ValueError, match="norm='group'"):
+        Conv4(norm="group")
+    hf = Conv4ForImageClassification(Conv4Config(num_labels=3, hidden_size=4, image_size=16, norm="batch_ops"))
+    assert sum(isinstance(m, BatchStatNorm2d) for m in hf.modules()) == 4
+
+
+def test_second_order_maml_vmaps_through_batch_ops_norm_and_matches_the_torch_batchnorm_loop():
+    # the loop through nn.BatchNorm2d matches finite differences (test above); vmap through BatchStatNorm2d must give
+    # the same second-order meta-gradients, which vmap through nn.BatchNorm2d does not (functorch#534)
+    torch.manual_seed(0)
+    reference = Conv4(num_labels=3, hidden_size=4, image_size=16, downsample="stride").double()
+    fast = Conv4(num_labels=3, hidden_size=4, image_size=16, downsample="stride", norm="batch_ops").double()
+    fast.load_state_dict(reference.state_dict())
+    tasks = [image_episode(seed=s, dtype=torch.float64) for s in range(3)]
+    loop, vmapped = MAML(inner_lr=0.4, inner_steps=2), MAML(inner_lr=0.4, inner_steps=2)
+    assert not loop.use_vmap(reference, tasks) and vmapped.use_vmap(fast, tasks)
+    out_loop, out_vmap = loop.meta_loss(reference, tasks), vmapped.meta_loss(fast, tasks)
+    torch.testing.assert_close(out_vmap.loss, out_loop.loss, atol=1e-10, rtol=1e-10)
+    g_loop = torch.autograd.grad(out_loop.loss, list(reference.parameters()))
+    g_vmap = torch.autograd.grad(out_vmap.loss, list(fast.parameters()))
+    for a, b in zip(g_vmap, g_loop):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)

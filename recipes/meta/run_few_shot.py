@@ -3,7 +3,9 @@
 
 Data sets (class-disjoint meta-train / meta-test):
   omniglot  ../shared/data/omniglot: meta-train on images_background_small1 (5 alphabets), meta-test on the three
-            alphabets of small2 that small1 lacks; rotations x4 as new classes (Santoro et al. 2016).
+            alphabets of small2 that small1 lacks; rotations x4 as new classes (Santoro et al. 2016);
+            --validation_alphabets Balinese holds a small1 alphabet out as validation classes (early stopping with
+            --eval_strategy steps --load_best_model_at_end --metric_for_best_model accuracy).
   clinc150  ../shared/data/clinc150: the 150 intents split 60/20/20 by class (seeded), utterances as text.
   digits    scikit-learn's bundled digits: meta-train on 0-5, meta-test on 6-9 (works on any machine).
 
@@ -28,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 
 import transformers
-from transformers import AutoModel, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser, set_seed
 
 from hf_transfer_meta.meta import (
     Conv4Config,
@@ -38,6 +40,7 @@ from hf_transfer_meta.meta import (
     EpisodeDataset,
     MetaTrainer,
     MetaTrainingArguments,
+    RandomAffine,
     load_clinc150,
     load_digits_dataset,
     omniglot_meta_splits,
@@ -56,6 +59,13 @@ class ModelArguments:
     conv4_hidden_size: int = field(default=64, metadata={"help": "Filters per Conv4 block."})
     conv4_downsample: str = field(
         default="maxpool", metadata={"help": "Conv4 blocks: maxpool (ProtoNets) or stride (MAML's Omniglot net)."}
+    )
+    conv4_norm: str = field(
+        default="batch",
+        metadata={
+            "help": "Conv4 normalisation: batch (nn.BatchNorm2d) or batch_ops (same maths; second-order MAML "
+            "can vmap the tasks of a meta-batch: use it on a GPU)."
+        },
     )
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Attention kernel of a transformers model (second-order MAML: eager)."}
@@ -76,28 +86,44 @@ class DataArguments:
     class_split_seed: int = field(default=0, metadata={"help": "Seed of the class split (clinc150)."})
     eval_split: str = field(
         default="test",
-        metadata={"help": "Classes to evaluate on: test, or validation (clinc150) to choose settings without test."},
+        metadata={"help": "Classes of the final evaluation: test, or validation to choose settings without test."},
+    )
+    validation_alphabets: list[str] = field(
+        default_factory=lambda: [],
+        metadata={"help": "Omniglot: small1 alphabets held out of meta-train as validation classes (e.g. Balinese)."},
+    )
+    augment: bool = field(
+        default=False,
+        metadata={"help": "Random affine warp (+-10 deg, +-10% shift, x0.9-1.1) of meta-training images."},
     )
 
 
 def load_splits(data: DataArguments):
-    """(meta-train, meta-test, rotations, text column or None) for the chosen data set."""
+    """(meta-train, validation or None, meta-test, rotations, text column or None) for the chosen data set."""
     if data.eval_split not in ("test", "validation"):
         raise ValueError(f"--eval_split {data.eval_split!r}: use test or validation.")
-    if data.eval_split == "validation" and data.dataset != "clinc150":
-        raise ValueError(
-            f"--eval_split validation: {data.dataset} has no validation classes here; only clinc150 does."
-        )
+    if data.validation_alphabets and data.dataset != "omniglot":
+        raise ValueError("--validation_alphabets is for --dataset omniglot (clinc150 has validation intents already).")
     if data.dataset == "omniglot":
-        split = omniglot_meta_splits(data.data_dir, image_size=data.image_size)
-        return split.train, split.test, [0, 90, 180, 270], None
-    if data.dataset == "clinc150":
+        split = omniglot_meta_splits(
+            data.data_dir, image_size=data.image_size, validation_alphabets=data.validation_alphabets
+        )
+        train, validation, test, rotations, text = split.train, split.validation, split.test, [0, 90, 180, 270], None
+    elif data.dataset == "clinc150":
         split = split_classes(load_clinc150(data.data_dir), "label", seed=data.class_split_seed)
-        return split.train, split.validation if data.eval_split == "validation" else split.test, None, "text"
-    if data.dataset == "digits":
+        train, validation, test, rotations, text = split.train, split.validation, split.test, None, "text"
+    elif data.dataset == "digits":
         digits = load_digits_dataset()
-        return digits.filter(lambda r: r["label"] < 6), digits.filter(lambda r: r["label"] >= 6), None, None
-    raise ValueError(f"--dataset {data.dataset!r}: choose omniglot, clinc150 or digits.")
+        train, test = digits.filter(lambda r: r["label"] < 6), digits.filter(lambda r: r["label"] >= 6)
+        validation, rotations, text = None, None, None
+    else:
+        raise ValueError(f"--dataset {data.dataset!r}: choose omniglot, clinc150 or digits.")
+    if data.eval_split == "validation" and validation is None:
+        raise ValueError(
+            f"--eval_split validation: {data.dataset} has no validation classes here"
+            + (" (pass --validation_alphabets, e.g. Balinese)." if data.dataset == "omniglot" else ".")
+        )
+    return train, validation, test, rotations, text
 
 
 def build_model(model_args: ModelArguments, data: DataArguments, args: MetaTrainingArguments):
@@ -111,10 +137,14 @@ def build_model(model_args: ModelArguments, data: DataArguments, args: MetaTrain
             num_blocks=3 if data.dataset == "digits" else 4,  # 8x8 digits: 8 -> 4 -> 2 -> 1
             hidden_size=model_args.conv4_hidden_size,
             downsample=model_args.conv4_downsample,
+            norm=model_args.conv4_norm,
             num_labels=args.n_way,
         )
         return (Conv4Model(config) if encoder_only else Conv4ForImageClassification(config)), None
     kwargs = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    if AutoConfig.from_pretrained(model_args.model_name_or_path).model_type == "conv4":  # a saved Conv4: no tokenizer
+        cls = Conv4Model if encoder_only else Conv4ForImageClassification
+        return cls.from_pretrained(model_args.model_name_or_path), None
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     if encoder_only:
         return AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
@@ -144,9 +174,18 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info(f"Meta-training arguments {args}")
     set_seed(args.seed)
 
-    train, test, rotations, text_column = load_splits(data)
+    train, validation, test, rotations, text_column = load_splits(data)
     if rotations is not None and args.rotations is None:
         args.rotations = rotations
+    if args.eval_strategy != "no" and validation is None:
+        raise ValueError(
+            f"--eval_strategy {args.eval_strategy} evaluates during training, which needs validation classes (choosing "
+            "checkpoints on the test classes would be tuning on test): "
+            + ("pass --validation_alphabets." if data.dataset == "omniglot" else f"{data.dataset} has none.")
+        )
+    if data.augment and text_column is not None:
+        raise ValueError("--augment warps images; it does not apply to text.")
+    final = validation if data.eval_split == "validation" else test
     model, tokenizer = build_model(model_args, data, args)
     collator = EpisodeCollator(
         processing_class=tokenizer,
@@ -157,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
         model=model,
         args=args,
         train_dataset=train if args.do_train else None,
-        eval_dataset=test,
+        eval_dataset=validation if validation is not None else test,  # during training: validation classes only
+        train_transform=RandomAffine(seed=args.seed) if data.augment else None,
         processing_class=tokenizer,
         data_collator=collator,
     )
@@ -174,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     for k in k_shots:
         n = args.eval_n_way or args.n_way
         episodes = EpisodeDataset(
-            test, n, k, args.eval_n_query or args.n_query, label_column=args.label_column,
+            final, n, k, args.eval_n_query or args.n_query, label_column=args.label_column,
             num_episodes=args.eval_episodes, seed=args.episode_seed + 1, rotations=args.rotations,
             image_column=args.image_column, fixed=True,
         )  # fmt: skip

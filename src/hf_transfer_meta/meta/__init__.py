@@ -13,6 +13,7 @@ from .algorithms import (
     Reptile,
 )
 from .arguments import META_ALGORITHMS, MetaTrainingArguments
+from .augment import RandomAffine, affine_warp
 from .datasets import (
     ClassSplit,
     assert_class_disjoint,
@@ -31,7 +32,7 @@ from .metrics import (
     load_few_shot_accuracy,
     mean_ci95,
 )
-from .models import Conv4, Conv4Config, Conv4ForImageClassification, Conv4Model
+from .models import BatchStatNorm2d, Conv4, Conv4Config, Conv4ForImageClassification, Conv4Model
 from .sinusoid import SinusoidMLP, SinusoidTasks, evaluate_sinusoid, train_sinusoid
 from .trainer import MetaTrainer, build_algorithm
 
@@ -42,6 +43,9 @@ __all__ = [
     "build_algorithm",
     "ALGORITHMS",
     "ANIL",
+    "BatchStatNorm2d",
+    "RandomAffine",
+    "affine_warp",
     "Conv4",
     "Conv4Config",
     "Conv4ForImageClassification",

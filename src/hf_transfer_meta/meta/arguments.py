@@ -63,6 +63,9 @@ class MetaTrainingArguments(TrainingArguments):
     )
     embedding: str = field(default="auto", metadata={"help": "ProtoNet embedding: auto, pooled, cls, mean or logits."})
     protonet_distance: str = field(default="sqeuclidean", metadata={"help": "ProtoNet distance: sqeuclidean|cosine."})
+    protonet_temperature: float = field(
+        default=10.0, metadata={"help": "ProtoNet cosine logits = temperature x cosine similarity (cosine only)."}
+    )
     metasgd_lr_shape: str = field(
         default="param", metadata={"help": "Meta-SGD learning rates: one per element (param) or per tensor (scalar)."}
     )

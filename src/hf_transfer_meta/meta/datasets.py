@@ -393,14 +393,16 @@ def omniglot_meta_splits(
     image_size: int | None = 28,
     invert: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    validation_alphabets: Sequence[str] = (),
 ) -> ClassSplit:
     """The project's Omniglot protocol on the small background sets.
 
     Meta-train: every character of ``images_background_small1`` (5 alphabets, 136 characters). Meta-test: the
     characters of the alphabets of ``images_background_small2`` that small1 lacks (Japanese (katakana), Sanskrit,
-    Tagalog: 106 characters); small2's Greek and Latin are left out since small1 has them. No validation split.
-    Test labels continue after the train labels, so labels are unique across splits. Use
-    ``EpisodeDataset(..., rotations=(0, 90, 180, 270))`` for the usual x4 class pool.
+    Tagalog: 106 characters); small2's Greek and Latin are left out since small1 has them. Validation: the small1
+    alphabets named in ``validation_alphabets`` (e.g. ``["Balinese"]``), taken out of meta-train, for early stopping
+    and choosing settings without the test classes; none by default. Labels are unique across splits (test labels
+    continue after small1's). Use ``EpisodeDataset(..., rotations=(0, 90, 180, 270))`` for the usual x4 class pool.
     """
     folder = _resolve(data_dir, "omniglot", _OMNIGLOT_ZIPS["small1"], OMNIGLOT_SOURCE)
     folder = _resolve(folder, "omniglot", _OMNIGLOT_ZIPS["small2"], OMNIGLOT_SOURCE)
@@ -413,15 +415,37 @@ def omniglot_meta_splits(
     keep = np.isin(small2["alphabet"], test_alphabets)
     test_labels = _labels_by_character(small2["character"][keep], offset=int(train_labels.max()) + 1)
 
-    train = _omniglot_dataset(small1["images"], small1["alphabet"], small1["character"], train_labels, invert)
+    unknown = sorted(set(validation_alphabets) - set(train_alphabets))
+    if unknown:
+        raise ValueError(
+            f"validation_alphabets {unknown} are not alphabets of images_background_small1; choose from "
+            f"{train_alphabets}."
+        )
+    if len(set(validation_alphabets)) >= len(train_alphabets):
+        raise ValueError(f"validation_alphabets would take all of small1's alphabets {train_alphabets}: keep one.")
+    val_alphabets = sorted(set(validation_alphabets))
+    train_alphabets = [a for a in train_alphabets if a not in val_alphabets]
+    is_val = np.isin(small1["alphabet"], val_alphabets)
+
+    def small1_part(mask: np.ndarray) -> datasets.Dataset:
+        return _omniglot_dataset(
+            small1["images"][mask], small1["alphabet"][mask], small1["character"][mask], train_labels[mask], invert
+        )
+
+    train = small1_part(~is_val)
+    validation = small1_part(is_val) if val_alphabets else None
     test = _omniglot_dataset(
         small2["images"][keep], small2["alphabet"][keep], small2["character"][keep], test_labels, invert
     )
-    splits = {"train": train, "test": test}
+    splits = {"train": train, "test": test, **({"validation": validation} if validation is not None else {})}
     assert_class_disjoint(splits, "label", "alphabet")
     assert_class_disjoint(splits, "character")
     return ClassSplit(
-        train, None, test, key="alphabet", keys={"train": train_alphabets, "validation": [], "test": test_alphabets}
+        train,
+        validation,
+        test,
+        key="alphabet",
+        keys={"train": train_alphabets, "validation": val_alphabets, "test": test_alphabets},
     )
 
 

@@ -15,10 +15,16 @@ BatchNorm: by default ``track_running_stats=False``: batch statistics in trainin
 convention (transductive: each support or query batch is normalised by its own statistics) and what makes the
 functional inner loop pure (no running-average buffers to update, so tasks can be vmapped). Set
 ``bn_track_running_stats=True`` for ProtoNet/transfer training with running averages and ``model.eval()`` at test.
+
+``norm="batch_ops"`` computes the same batch-statistics normalisation with elementary tensor ops
+(:class:`BatchStatNorm2d`): equal values and gradients, and unlike ``nn.BatchNorm2d`` it may be vmapped in
+second-order MAML (torch's batching rule for the BatchNorm backward gives wrong meta-gradients, functorch#534), so
+the tasks of a meta-batch run as one batched call: much faster on a GPU.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import (
@@ -32,6 +38,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 __all__ = [
+    "BatchStatNorm2d",
     "Conv4",
     "Conv4Backbone",
     "Conv4Block",
@@ -58,6 +65,48 @@ def conv4_feature_size(
     return hidden_size * side * side
 
 
+NORMS = ("batch", "batch_ops")
+
+
+class BatchStatNorm2d(nn.Module):
+    """``nn.BatchNorm2d(track_running_stats=False)`` written with elementary ops: each call normalises by its own
+    batch's per-channel mean and (biased) variance, then scales and shifts (``weight``, ``bias``).
+
+    Same parameter names and values as the torch layer, so state dicts load either way. ``torch.vmap`` of its
+    second-order gradients is exact (the ops' batching rules are), which is why second-order MAML may vmap through it
+    (``vmap_second_order_safe``) and not through ``nn.BatchNorm2d``.
+    """
+
+    vmap_second_order_safe = True
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
+        shape = (1, -1, 1, 1)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def _norm_layer(norm: str, channels: int, track_running_stats: bool, momentum: float) -> nn.Module:
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r}: use 'batch' (torch BatchNorm2d) or 'batch_ops' (vmappable, same maths).")
+    if norm == "batch_ops":
+        if track_running_stats:
+            raise ValueError(
+                "norm='batch_ops' keeps no running statistics: use norm='batch' with bn_track_running_stats=True."
+            )
+        return BatchStatNorm2d(channels)
+    return nn.BatchNorm2d(channels, momentum=momentum, track_running_stats=track_running_stats)
+
+
 class Conv4Block(nn.Module):
     """``conv 3x3 -> BatchNorm -> ReLU -> max-pool 2`` (Vinyals et al., Snell et al.), or with
     ``downsample="stride"`` a stride-2 ``conv 3x3 -> BatchNorm -> ReLU`` (Finn et al.'s MAML on Omniglot: about 4x
@@ -70,13 +119,14 @@ class Conv4Block(nn.Module):
         track_running_stats: bool = False,
         momentum: float = 0.1,
         downsample: str = "maxpool",
+        norm: str = "batch",
     ):
         super().__init__()
         if downsample not in ("maxpool", "stride"):
             raise ValueError(f"downsample={downsample!r}: use 'maxpool' or 'stride'.")
         self.pool = downsample == "maxpool"
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, stride=1 if self.pool else 2)
-        self.norm = nn.BatchNorm2d(out_channels, momentum=momentum, track_running_stats=track_running_stats)
+        self.norm = _norm_layer(norm, out_channels, track_running_stats, momentum)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.norm(self.conv(x)))
@@ -84,10 +134,16 @@ class Conv4Block(nn.Module):
 
 
 def _blocks(
-    num_channels: int, hidden_size: int, num_blocks: int, track: bool, momentum: float, downsample: str = "maxpool"
+    num_channels: int,
+    hidden_size: int,
+    num_blocks: int,
+    track: bool,
+    momentum: float,
+    downsample: str = "maxpool",
+    norm: str = "batch",
 ) -> nn.ModuleList:
     sizes = [num_channels] + [hidden_size] * num_blocks
-    return nn.ModuleList(Conv4Block(a, b, track, momentum, downsample) for a, b in zip(sizes[:-1], sizes[1:]))
+    return nn.ModuleList(Conv4Block(a, b, track, momentum, downsample, norm) for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 class Conv4Backbone(nn.Module):
@@ -100,9 +156,13 @@ class Conv4Backbone(nn.Module):
         num_blocks: int = 4,
         bn_track_running_stats: bool = False,
         bn_momentum: float = 0.1,
+        downsample: str = "maxpool",
+        norm: str = "batch",
     ):
         super().__init__()
-        self.blocks = _blocks(num_channels, hidden_size, num_blocks, bn_track_running_stats, bn_momentum)
+        self.blocks = _blocks(
+            num_channels, hidden_size, num_blocks, bn_track_running_stats, bn_momentum, downsample, norm
+        )
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         x = pixel_values
@@ -127,10 +187,14 @@ class Conv4(nn.Module):
         image_size: int = 28,
         bn_track_running_stats: bool = False,
         bn_momentum: float = 0.1,
+        downsample: str = "maxpool",
+        norm: str = "batch",
     ):
         super().__init__()
-        self.backbone = Conv4Backbone(num_channels, hidden_size, num_blocks, bn_track_running_stats, bn_momentum)
-        self.classifier = nn.Linear(conv4_feature_size(image_size, hidden_size, num_blocks), num_labels)
+        self.backbone = Conv4Backbone(
+            num_channels, hidden_size, num_blocks, bn_track_running_stats, bn_momentum, downsample, norm
+        )
+        self.classifier = nn.Linear(conv4_feature_size(image_size, hidden_size, num_blocks, downsample), num_labels)
 
     @property
     def base_model(self) -> nn.Module:
@@ -152,6 +216,8 @@ class Conv4Config(PreTrainedConfig):
         bn_momentum: BatchNorm running-average momentum when tracked.
         downsample: "maxpool" (conv, BN, ReLU, 2x2 max-pool: ProtoNets, Matching Networks) or "stride" (stride-2
             conv, BN, ReLU: MAML's Omniglot network).
+        norm: "batch" (``nn.BatchNorm2d``) or "batch_ops" (:class:`BatchStatNorm2d`: batch statistics in elementary
+            ops, so second-order MAML can vmap the tasks of a meta-batch; no running statistics).
         num_labels: N of the N-way head (a standard config argument).
     """
 
@@ -164,6 +230,7 @@ class Conv4Config(PreTrainedConfig):
     bn_track_running_stats: bool = False
     bn_momentum: float = 0.1
     downsample: str = "maxpool"
+    norm: str = "batch"
 
 
 class Conv4PreTrainedModel(PreTrainedModel):
@@ -182,6 +249,9 @@ class Conv4PreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, BatchStatNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):
             if module.weight is not None:
                 init.ones_(module.weight)
@@ -205,6 +275,7 @@ class Conv4Model(Conv4PreTrainedModel):
             config.bn_track_running_stats,
             config.bn_momentum,
             config.downsample,
+            getattr(config, "norm", "batch"),
         )
         self.post_init()
 

@@ -28,6 +28,7 @@ import os
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 
 import datasets
 import torch
@@ -73,7 +74,9 @@ def build_algorithm(args: MetaTrainingArguments, model: nn.Module | None = None)
     )
     name = args.algorithm
     if name == "protonet":
-        return ProtoNet(embedding=args.embedding, distance=args.protonet_distance)
+        return ProtoNet(
+            embedding=args.embedding, distance=args.protonet_distance, temperature=args.protonet_temperature
+        )
     if name == "maml":
         return MAML(**inner)
     if name == "fomaml":
@@ -122,6 +125,9 @@ class MetaTrainer(Trainer):
             ``n_way``/``k_shot``/``n_query`` (eval: ``eval_episodes`` fixed episodes seeded by ``episode_seed + 1``).
         data_collator: default :class:`EpisodeCollator` with ``processing_class`` (tokenizer or image processor).
         algorithm: a :class:`MetaAlgorithm` instance, overriding ``args.algorithm``.
+        train_transform: ``example -> example`` applied to every row of the meta-training episodes built from a raw
+            ``train_dataset`` (augmentation, e.g. :class:`~hf_transfer_meta.meta.augment.RandomAffine`); evaluation
+            episodes are never transformed. Pass your own ``EpisodeDataset(transform=...)`` for other cases.
 
     Everything else is `Trainer`'s: ``report_to``, ``push_to_hub``, ``resume_from_checkpoint``, callbacks,
     ``accelerate launch``.
@@ -136,6 +142,7 @@ class MetaTrainer(Trainer):
         eval_dataset=None,
         processing_class=None,
         algorithm: MetaAlgorithm | None = None,
+        train_transform: Callable[[dict], dict] | None = None,
         **kwargs,
     ):
         args = _as_meta_args(args)
@@ -146,7 +153,12 @@ class MetaTrainer(Trainer):
             self.algorithm.setup(unwrap_model(model))
         if data_collator is None:
             data_collator = EpisodeCollator(processing_class=processing_class)
-        train_dataset = self._episodes(train_dataset, args, train=True)
+        if train_transform is not None and not isinstance(train_dataset, datasets.Dataset):
+            raise ValueError(
+                "train_transform applies to the episodes MetaTrainer builds from a raw datasets.Dataset; for a "
+                f"{type(train_dataset).__name__}, pass the transform to it (EpisodeDataset(transform=...))."
+            )
+        train_dataset = self._episodes(train_dataset, args, train=True, transform=train_transform)
         eval_dataset = self._episodes(eval_dataset, args, train=False)
         callbacks = list(kwargs.pop("callbacks", None) or []) + [_ZeroAlgorithmGrads(self.algorithm)]
         super().__init__(
@@ -167,7 +179,7 @@ class MetaTrainer(Trainer):
 
     # ------------------------------------------------------------------ data
     @staticmethod
-    def _episodes(dataset, args: MetaTrainingArguments, train: bool, warn: bool = True):
+    def _episodes(dataset, args: MetaTrainingArguments, train: bool, warn: bool = True, transform=None):
         """Wrap a raw labelled ``datasets.Dataset`` into episodes; pass datasets of episodes (and dicts) through."""
         if dataset is None or not isinstance(dataset, datasets.Dataset):
             if isinstance(dataset, dict):
@@ -189,7 +201,7 @@ class MetaTrainer(Trainer):
                 num = 10_000
             return EpisodeDataset(
                 dataset, args.n_way, args.k_shot, args.n_query, label_column=args.label_column, num_episodes=num,
-                seed=args.episode_seed, rotations=args.rotations, image_column=args.image_column,
+                seed=args.episode_seed, rotations=args.rotations, image_column=args.image_column, transform=transform,
             )  # fmt: skip
         if warn and args.eval_episodes < 600:
             warnings.warn(

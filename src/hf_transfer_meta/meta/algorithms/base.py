@@ -193,12 +193,16 @@ def _has_tracked_batchnorm_in_training(model: nn.Module) -> bool:
 
 
 def _norm_layers(model: nn.Module) -> list[str]:
-    """Class names of the normalisation layers in ``model`` (GroupNorm was measured to vmap correctly)."""
+    """Class names of the normalisation layers in ``model`` whose second-order vmap is wrong (GroupNorm was measured
+    to vmap correctly; layers marked ``vmap_second_order_safe``, like Conv4's ``norm="batch_ops"``, are built from
+    elementary ops)."""
     return sorted(
         {
             type(m).__name__
             for m in model.modules()
-            if "norm" in type(m).__name__.lower() and not isinstance(m, nn.GroupNorm)
+            if "norm" in type(m).__name__.lower()
+            and not isinstance(m, nn.GroupNorm)
+            and not getattr(m, "vmap_second_order_safe", False)
         }
     )
 
