@@ -63,7 +63,9 @@ def test_meta_trainer_augments_training_episodes_only(tmp_path):
 
     model = Conv4Backbone(num_blocks=3)
     plain = MetaTrainer(model=model, args=args, train_dataset=train, eval_dataset=test)
-    warped = MetaTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, train_transform=RandomAffine())
+    warped = MetaTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=test, train_transform=RandomAffine()
+    )
     collate = EpisodeCollator()
     a, b = collate.collate_episode(plain.train_dataset[0]), collate.collate_episode(warped.train_dataset[0])
     assert a["support"]["pixel_values"].shape == b["support"]["pixel_values"].shape  # the same rows ...

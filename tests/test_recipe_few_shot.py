@@ -25,11 +25,11 @@ def test_evaluating_during_training_needs_validation_classes(tmp_path):
 
 
 def test_digits_protonet_runs_end_to_end(tmp_path):
-    results = recipe.main(
-        ["--output_dir", str(tmp_path), "--dataset", "digits", "--algorithm", "protonet", "--n_way", "3",
-         "--k_shot", "1", "--n_query", "2", "--max_steps", "3", "--do_train", "--report_to", "none", "--use_cpu",
-         "--eval_n_way", "4", "--eval_k_shots", "1", "5", "--eval_n_query", "5"]  # fmt: skip
+    flags = (
+        "--dataset digits --algorithm protonet --n_way 3 --k_shot 1 --n_query 2 --max_steps 3 --do_train "
+        "--report_to none --use_cpu --eval_n_way 4 --eval_k_shots 1 5 --eval_n_query 5"
     )
+    results = recipe.main(["--output_dir", str(tmp_path), *flags.split()])
     assert set(results["eval"]) == {"test_4way_1shot", "test_4way_5shot"}
     for metrics in results["eval"].values():
         assert metrics[next(k for k in metrics if k.endswith("_episodes"))] == 600
