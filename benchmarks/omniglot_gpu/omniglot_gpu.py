@@ -111,17 +111,24 @@ if a.val_alphabet is not None:  # fixed validation episodes: 5-way 1-shot 15-que
         val_plans.append(([r[:1] for r in rows], [r[1:] for r in rows], pool % 4))
 
 
-def evaluate(images, plans):
-    accs = []
+def accuracies(images, plans) -> tuple[list[float], list[float]]:
+    """Per-episode query accuracy after adaptation, and before it (MAML only), over ``(support, query, rot)`` plans."""
+    post, pre = [], []
     for sup, qry, rot in plans:
         ep = episode(images, sup, qry, rot)
-        logits = (
-            algo.adapt_and_predict(model, ep, steps=a.eval_inner_steps)
-            if a.algorithm == "maml"
-            else algo.adapt_and_predict(model, ep)
-        )
-        accs.append((logits.argmax(-1) == ep["query_labels"]).float().mean().item())
-    return float(np.mean(accs))
+        y = ep["query_labels"]
+        if a.algorithm == "maml":
+            logits = algo.adapt_and_predict(model, ep, steps=a.eval_inner_steps)
+            with torch.no_grad():
+                pre.append((model(ep["query"]["pixel_values"]).argmax(-1) == y).float().mean().item())
+        else:
+            logits = algo.adapt_and_predict(model, ep)
+        post.append((logits.argmax(-1) == y).float().mean().item())
+    return post, pre
+
+
+def evaluate(images, plans) -> float:
+    return float(np.mean(accuracies(images, plans)[0]))
 
 
 if a.algorithm == "maml":
@@ -185,19 +192,9 @@ results = {
     "best_val": {"accuracy": best[0], "step": best[1]} if val_plans else None,
 }
 for k in a.eval_k_shots:
-    accs, pre = [], []
     t0 = time.time()
-    for i in range(a.eval_episodes):
-        ep = episode(test_rot, data[f"eval{k}_support"][i], data[f"eval{k}_query"][i], data[f"eval{k}_rot"][i])
-        logits = (
-            algo.adapt_and_predict(model, ep, steps=a.eval_inner_steps)
-            if a.algorithm == "maml"
-            else algo.adapt_and_predict(model, ep)
-        )
-        accs.append((logits.argmax(-1) == ep["query_labels"]).float().mean().item())
-        if a.algorithm == "maml":
-            with torch.no_grad():
-                pre.append((model(ep["query"]["pixel_values"]).argmax(-1) == ep["query_labels"]).float().mean().item())
+    plans = [tuple(data[f"eval{k}_{part}"][i] for part in ("support", "query", "rot")) for i in range(a.eval_episodes)]
+    accs, pre = accuracies(test_rot, plans)
     m, ci = mean_ci95(accs)
     results[f"test_5way_{k}shot"] = {"accuracy": m, "ci95": ci, "episodes": len(accs), "seconds": time.time() - t0}
     if pre:
