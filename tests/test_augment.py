@@ -72,6 +72,8 @@ def test_meta_trainer_augments_training_episodes_only(tmp_path):
     assert not torch.equal(a["support"]["pixel_values"], b["support"]["pixel_values"])  # ... warped
     e1, e2 = collate.collate_episode(plain.eval_dataset[0]), collate.collate_episode(warped.eval_dataset[0])
     assert torch.equal(e1["query"]["pixel_values"], e2["query"]["pixel_values"])  # test episodes untouched
+    assert warped.meta_summary()["train_augmentation"].startswith("RandomAffine(degrees=10.0")  # for the model card
+    assert "train_augmentation" not in plain.meta_summary()
     episodes = EpisodeDataset(train, 3, 1, 2, num_episodes=4)
     with pytest.raises(ValueError, match="EpisodeDataset\\(transform=...\\)"):
         MetaTrainer(model=model, args=args, train_dataset=episodes, train_transform=RandomAffine())

@@ -392,6 +392,11 @@ class MetaTrainer(Trainer):
             )
         if isinstance(self.algorithm, ProtoNet):
             summary.update(embedding=str(self.algorithm.embedding), distance=self.algorithm.distance)
+            if self.algorithm.distance == "cosine":
+                summary["temperature"] = self.algorithm.temperature
+        transform = getattr(self.train_dataset, "transform", None)
+        if transform is not None:
+            summary["train_augmentation"] = repr(transform)
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in summary.items()}
 
 
