@@ -26,23 +26,12 @@ for k in (1, 5):
     out[f"eval{k}_support"] = np.array([p.support_rows for p in plans])
     out[f"eval{k}_query"] = np.array([p.query_rows for p in plans])
     out[f"eval{k}_rot"] = np.array([p.rotations for p in plans]) // 90
-    collate = EpisodeCollator()
-    for i in (0, 17, 599):
+    collate, x = EpisodeCollator(), torch.from_numpy(out["test_x"])
+    for i in (0, 17, 599):  # rebuilt from the export == the collator's tensors
         ref = collate.collate_episode(eps[i])
-        x = torch.from_numpy(out["test_x"])
-        s = torch.cat(
-            [
-                torch.rot90(x[list(r)], int(q), dims=(-2, -1))
-                for r, q in zip(out[f"eval{k}_support"][i], out[f"eval{k}_rot"][i])
-            ]
-        )
-        assert torch.equal(s, ref["support"]["pixel_values"]), "support differs"
-        qx = torch.cat(
-            [
-                torch.rot90(x[list(r)], int(q), dims=(-2, -1))
-                for r, q in zip(out[f"eval{k}_query"][i], out[f"eval{k}_rot"][i])
-            ]
-        )
-        assert torch.equal(qx, ref["query"]["pixel_values"]), "query differs"
+        for part in ("support", "query"):
+            rows, turns = out[f"eval{k}_{part}"][i], out[f"eval{k}_rot"][i]
+            rebuilt = torch.cat([torch.rot90(x[list(r)], int(q), dims=(-2, -1)) for r, q in zip(rows, turns)])
+            assert torch.equal(rebuilt, ref[part]["pixel_values"]), f"{part} differs"
 np.savez_compressed(sys.argv[1] if len(sys.argv) > 1 else "omniglot_export.npz", **out)
 print({k: v.shape for k, v in out.items()})

@@ -421,9 +421,9 @@ def omniglot_meta_splits(
             f"validation_alphabets {unknown} are not alphabets of images_background_small1; choose from "
             f"{train_alphabets}."
         )
-    if len(set(validation_alphabets)) >= len(train_alphabets):
-        raise ValueError(f"validation_alphabets would take all of small1's alphabets {train_alphabets}: keep one.")
     val_alphabets = sorted(set(validation_alphabets))
+    if len(val_alphabets) >= len(train_alphabets):
+        raise ValueError(f"validation_alphabets would take all of small1's alphabets {train_alphabets}: keep one.")
     train_alphabets = [a for a in train_alphabets if a not in val_alphabets]
     is_val = np.isin(small1["alphabet"], val_alphabets)
 

@@ -86,10 +86,10 @@ class BatchStatNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
+        centred = x - x.mean(dim=(0, 2, 3), keepdim=True)
+        var = centred.square().mean(dim=(0, 2, 3), keepdim=True)
         shape = (1, -1, 1, 1)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        return centred * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
