@@ -96,10 +96,9 @@ def test_no_strategy_reproduces_trainer_exactly(tmp_path):
 
 
 def test_plain_training_arguments_are_accepted(tmp_path):
-    trainer = TransferTrainer(
-        model=bert(), args=args(tmp_path, TrainingArguments, max_steps=2), train_dataset=text_data()
-    )
-    assert isinstance(trainer.args, TransferTrainingArguments)
+    a = args(tmp_path, TrainingArguments, max_steps=2)
+    trainer = TransferTrainer(model=bert(), args=a, train_dataset=text_data())
+    assert trainer.args is a  # the user's object, not a converted copy (no strategy: stock Trainer)
     trainer.train()
 
 
@@ -108,7 +107,10 @@ def test_gradual_unfreezing_keeps_frozen_depths_bit_identical(tmp_path):
     lm = LayerMap.from_model(model)
     before = snapshot(model)
     rec = LRRecorder()
-    a = args(tmp_path, gradual_unfreezing=True, unfreeze_every=3, unfreeze_unit="step", max_steps=7)
+    a = args(
+        tmp_path, gradual_unfreezing=True, unfreeze_every=3, unfreeze_unit="step", max_steps=7,
+        allow_partial_unfreezing=True,
+    )  # fmt: skip
     trainer = TransferTrainer(model=model, args=a, train_dataset=text_data(), callbacks=[rec])
     trainer.train()
     # steps 0-2: head; 3-5: +block 3; 6: +block 2. Blocks 1 and embeddings never train.
@@ -130,8 +132,9 @@ def test_mask_mode_equals_requires_grad_mode(tmp_path):
     for mode in ("requires_grad", "mask"):
         model = bert()
         a = args(
-            tmp_path, gradual_unfreezing=True, unfreeze_every=2, unfreeze_unit="step", max_steps=6, freeze_mode=mode
-        )
+            tmp_path, gradual_unfreezing=True, unfreeze_every=2, unfreeze_unit="step", max_steps=6, freeze_mode=mode,
+            allow_partial_unfreezing=True,
+        )  # fmt: skip
         TransferTrainer(model=model, args=a, train_dataset=text_data()).train()
         results.append(snapshot(model))
     for n in results[0]:
@@ -230,7 +233,7 @@ def test_callback_with_stock_trainer(tmp_path):
     model = bert()
     lm = LayerMap.from_model(model)
     before = snapshot(model)
-    cb = GradualUnfreezingCallback(every=3, unit="step")
+    cb = GradualUnfreezingCallback(every=3, unit="step", allow_partial=True)
     Trainer(
         model=model, args=args(tmp_path, TrainingArguments, max_steps=4), train_dataset=text_data(), callbacks=[cb]
     ).train()
@@ -238,7 +241,7 @@ def test_callback_with_stock_trainer(tmp_path):
     # a model frozen before the Trainer is built: its optimizer lacks those parameters -> refused
     model = bert()
     model.bert.requires_grad_(False)
-    cb = GradualUnfreezingCallback(every=3, unit="step", managed=[n for n, _ in model.named_parameters()])
+    cb = GradualUnfreezingCallback(every=3, unit="step", allow_partial=True)
     trainer = Trainer(
         model=model, args=args(tmp_path, TrainingArguments, max_steps=4), train_dataset=text_data(), callbacks=[cb]
     )

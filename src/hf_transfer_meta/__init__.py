@@ -1,6 +1,6 @@
 """hf-transfer-meta: transfer-learning and meta-learning strategies as one-line switches on any transformers model."""
 
-from .arguments import TransferTrainingArguments
+from .arguments import TransferArguments, TransferTrainingArguments
 from .callbacks import (
     AutoRGNCallback,
     GradualUnfreezingCallback,
@@ -15,7 +15,7 @@ from .probe import linear_probe
 from .regularizers import L2SP, select_wise_alpha, wise_ft_interpolate
 from .reinit import reinit_head, reinit_top_blocks
 from .schedules import Phase, TransferSchedule, slanted_triangular
-from .trainer import TransferTrainer
+from .trainer import TransferMixin, TransferPlan, TransferTrainer, with_transfer
 
 __version__ = "0.1.0.dev0"
 
@@ -29,8 +29,12 @@ __all__ = [
     "SurgicalFineTuningCallback",
     "TransferSchedule",
     "TransferScheduleCallback",
+    "TransferArguments",
+    "TransferMixin",
+    "TransferPlan",
     "TransferTrainer",
     "TransferTrainingArguments",
+    "with_transfer",
     "L2SP",
     "build_param_groups",
     "cross_validated_search",

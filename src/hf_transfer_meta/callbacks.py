@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .layer_map import LayerMap
-from .schedules import Phase, TransferSchedule, gradual_unfreezing_phases, lp_ft_phases
+from .layer_map import LayerMap, _unwrap
+from .schedules import Phase, TransferSchedule, lp_ft_phases, plan_gradual_unfreezing
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ class TransferScheduleCallback(TrainerCallback):
         frozen_eval_mode: keep modules whose parameters are all frozen in eval mode (no dropout, BatchNorm running
             statistics unchanged). Trainer calls `model.train()` every step, so this is re-applied by a forward
             pre-hook.
-        managed: names of the parameters the schedule controls (default: those requiring grad at train begin).
+        managed: names of the parameters the schedule controls. Default: every parameter of the model (a PEFT
+            model: those requiring grad at train begin, so that its frozen base weights stay frozen). The optimizer
+            must hold them all; a stock Trainer's lacks those frozen before it was built, which is refused.
     """
 
     def __init__(
@@ -66,10 +68,15 @@ class TransferScheduleCallback(TrainerCallback):
         self._eval_modules: list[nn.Module] = []
         self._hook = None
         self._model: nn.Module | None = None
+        self.description: str | None = None
+
+    def set_plan(self, schedule: TransferSchedule, layer_map: LayerMap, managed: Sequence[str]) -> None:
+        """Called by the trainer once, before the first step, with the run's plan (the callback builds none)."""
+        self.schedule, self.layer_map, self.managed = schedule, layer_map, set(managed)
 
     # ------------------------------------------------------------------ schedule
     def build_phases(self, layer_map: LayerMap, max_steps: int, steps_per_epoch: int) -> list[Phase]:
-        """Subclasses: the phases of the strategy. Default: every depth trains."""
+        """Subclasses: the phases of the strategy (and may set `self.description`). Default: every depth trains."""
         return [Phase(0, frozenset(range(layer_map.num_depths)), name="all_depths")]
 
     def ensure_schedule(
@@ -86,7 +93,8 @@ class TransferScheduleCallback(TrainerCallback):
     def _bind(self, model: nn.Module, optimizer) -> None:
         named = dict(model.named_parameters())
         if self.managed is None:
-            self.managed = {n for n, p in named.items() if p.requires_grad}
+            is_peft = hasattr(model, "peft_config") or hasattr(_unwrap(model), "peft_config")
+            self.managed = {n for n, p in named.items() if p.requires_grad or not is_peft}
         self._params = {n: named[n] for n in self.managed}
         missing_depth = [n for n in self._params if n not in self.layer_map.depth_of]
         if missing_depth:
@@ -97,10 +105,11 @@ class TransferScheduleCallback(TrainerCallback):
             if lacking:
                 raise RuntimeError(
                     f"The optimizer does not hold {len(lacking)} parameter(s) this schedule will train (e.g. "
-                    f"{lacking[:3]}): stock Trainer builds its optimizer from the parameters that require grad when "
-                    "training starts, so layers unfrozen later would never train. Use "
-                    "hf_transfer_meta.TransferTrainer, which puts every parameter in the optimizer, or unfreeze the "
-                    "model before creating the Trainer."
+                    f"{lacking[:3]}): layers unfrozen later would never train. A stock Trainer builds its optimizer "
+                    "from the parameters that require grad when it starts, so a model frozen beforehand lacks them; "
+                    "a user optimizer may hold only some. Use hf_transfer_meta.TransferTrainer (it puts every "
+                    "parameter in the optimizer), unfreeze the model before creating the Trainer, give the optimizer "
+                    "every parameter, or pass `managed=` with the parameters the schedule may train."
                 )
         if self._hook is None or self._model is not model:
             if self._hook is not None:
@@ -121,7 +130,12 @@ class TransferScheduleCallback(TrainerCallback):
         self._applied = depths
         self._eval_modules = self._frozen_modules(depths) if self.frozen_eval_mode else []
         frozen = sorted(set(range(self.layer_map.num_depths)) - depths)
-        logger.info(f"step {step}: training depths {sorted(depths)}, frozen {frozen}")
+        lm = self.layer_map
+        logger.warning(
+            f"step {step}: training {len(depths)} of {lm.num_depths} depths "
+            f"({', '.join(lm.depth_label(d) for d in sorted(depths))})"
+            + (f"; frozen: {', '.join(lm.depth_label(d) for d in frozen)}" if frozen else "")
+        )
         return depths
 
     def _frozen_modules(self, depths: frozenset[int]) -> list[nn.Module]:
@@ -175,7 +189,10 @@ class TransferScheduleCallback(TrainerCallback):
         if steps_per_epoch == 0:
             dl = kwargs.get("train_dataloader")
             steps_per_epoch = math.ceil(len(dl) / args.gradient_accumulation_steps) if dl is not None else 1
+        built_here = self.schedule is None
         self.ensure_schedule(model, state.max_steps, steps_per_epoch)
+        if built_here and self.description and state.is_world_process_zero:
+            logger.warning(self.description)
         world = getattr(args, "world_size", 1)
         if (
             world > 1
@@ -208,15 +225,37 @@ class TransferScheduleCallback(TrainerCallback):
 
 class GradualUnfreezingCallback(TransferScheduleCallback):
     """ULMFiT's gradual unfreezing (Howard & Ruder 2018): the head alone, then one more depth from the top every
-    `every` steps (or epochs, with `unit="epoch"`)."""
+    `every` steps (or epochs, with `unit="epoch"`). With ``every=None`` the unfreezing is spread over the first
+    ``fraction`` of the run; an ``every`` too long for the run is refused unless ``allow_partial``."""
 
-    def __init__(self, every: float = 1, unit: str = "epoch", **kwargs):
+    def __init__(
+        self,
+        every: float | None = None,
+        unit: str = "epoch",
+        fraction: float = 0.5,
+        allow_partial: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.every, self.unit = every, unit
+        if unit not in ("epoch", "step"):
+            raise ValueError(f"unit={unit!r} is invalid: use 'epoch' or 'step'.")
+        if every is not None and not every > 0:
+            raise ValueError(f"every={every!r} is invalid: it must be > 0, or None to spread the unfreezing.")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction={fraction!r} is invalid: it must be in (0, 1].")
+        self.every, self.unit, self.fraction, self.allow_partial = every, unit, fraction, allow_partial
 
     def build_phases(self, layer_map, max_steps, steps_per_epoch):
-        every = round(self.every * steps_per_epoch) if self.unit == "epoch" else int(self.every)
-        return gradual_unfreezing_phases(layer_map.num_depths, max(1, every))
+        phases, self.description = plan_gradual_unfreezing(
+            layer_map.num_depths,
+            max_steps,
+            steps_per_epoch,
+            every=self.every,
+            unit=self.unit,
+            fraction=self.fraction,
+            allow_partial=self.allow_partial,
+        )
+        return phases
 
 
 class LPFTCallback(TransferScheduleCallback):

@@ -508,7 +508,8 @@ def fine_tune(
         out = trainer.evaluate(data[split], metric_key_prefix=split)
         metrics[f"{split}_accuracy"], metrics[f"{split}_loss"] = out[f"{split}_accuracy"], out[f"{split}_loss"]
     lm = trainer.get_layer_map()
-    trained_depths = set().union(*(p.depths for p in trainer.transfer_schedule.phases))
+    schedule = trainer.transfer_schedule  # None for full fine-tuning (no strategy: stock Trainer)
+    trained_depths = set().union(*(p.depths for p in schedule.phases)) if schedule else set(range(lm.num_depths))
     result = {
         "task": task.name,
         "strategy": name,

@@ -35,6 +35,7 @@ from .layer_map import LayerMap, _unwrap
 
 __all__ = [
     "ProbeResult",
+    "check_probe_dataset",
     "extract_features",
     "final_linear",
     "fit_linear_probe",
@@ -174,6 +175,8 @@ def extract_features(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     label_names: Sequence[str] = ("labels",),
+    progress: bool = False,
+    desc: str = "LP probe: features",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The input of the head's final Linear for every example, with its label.
 
@@ -184,7 +187,8 @@ def extract_features(
 
     Args:
         dataset: model inputs as ``Trainer`` receives them (a ``datasets.Dataset``, whose columns that the model's
-            ``forward`` does not take are dropped as ``Trainer`` does, or any map-style dataset).
+            ``forward`` does not take are dropped as ``Trainer`` does, or any map-style dataset), or a ready
+            ``DataLoader`` whose batches are used as they come (what `TransferTrainer` passes: its own loaders).
         data_collator: builds batches; ``transformers.default_data_collator`` when None.
         label_names: keys of the labels in a collated batch (``label`` and ``label_ids`` are also tried); they are
             removed before the forward pass.
@@ -199,10 +203,15 @@ def extract_features(
     name, linear = final_linear(model, layer_map)
     accepted = _forward_parameters(model)
     label_keys = list(dict.fromkeys([*label_names, "label", "label_ids"]))
-    dataset = _drop_unused_columns(dataset, accepted | set(label_keys))
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=data_collator or default_data_collator
-    )
+    if isinstance(dataset, DataLoader):
+        loader = dataset
+        dataset = getattr(loader, "dataset", loader)
+    else:
+        check_probe_dataset(dataset, "dataset", label_names)
+        dataset = _drop_unused_columns(dataset, accepted | set(label_keys))
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, collate_fn=data_collator or default_data_collator
+        )
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
 
@@ -222,14 +231,21 @@ def extract_features(
     try:
         model.eval()
         with torch.no_grad():
-            for batch in loader:
+            for batch in _progress(loader, progress, desc):
                 label_key = next((k for k in label_keys if k in batch), None)
                 if label_key is None:
                     raise ValueError(
-                        f"No labels in the batches of {type(dataset).__name__}: the keys are {sorted(batch)}. Pass "
-                        "`label_names` with the key of the labels."
+                        f"No labels in the batches of {type(dataset).__name__}: the batch keys are {sorted(batch)}, "
+                        f"none of {label_keys}. Give the labels one of those names, or pass `label_names` "
+                        "(TrainingArguments.label_names) with the key your collator uses."
                     )
                 y = batch[label_key]
+                if isinstance(y, (list, tuple)) and y and isinstance(y[0], str):
+                    raise ValueError(
+                        f"The labels under {label_key!r} are {type(y[0]).__name__}s (e.g. {y[0]!r}), not integer class "
+                        f"ids. Encode them first, e.g. `dataset = dataset.class_encode_column({label_key!r})`, and "
+                        "give the model the mapping (config.label2id / id2label)."
+                    )
                 inputs = {
                     k: v.to(device) if torch.is_tensor(v) else v
                     for k, v in batch.items()
@@ -257,6 +273,10 @@ def extract_features(
             h.remove()
         for m, training in modes.items():
             m.train(training)
+    if not features:
+        raise ValueError(
+            f"{type(dataset).__name__} yielded no batches (0 examples): the linear probe needs labelled examples."
+        )
     x = torch.cat(features).numpy()
     y = torch.cat(labels)
     if y.is_floating_point():
@@ -264,6 +284,41 @@ def extract_features(
             raise ValueError("The labels are not class ids (floats with fractions): a linear probe needs classes.")
         y = y.long()
     return x, y.numpy().astype(np.int64)
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc)
+
+
+def check_probe_dataset(dataset, what: str, label_names: Sequence[str] = ("labels",)) -> None:
+    """Refuse, before anything runs, a data set the probe cannot fit on: empty, or with string labels."""
+    if dataset is None:
+        return
+    try:
+        n = len(dataset)
+    except TypeError:
+        n = None
+    if n == 0:
+        raise ValueError(
+            f"{what} is empty (0 rows): the linear probe of lp_mode='logistic' fits on its frozen features. Pass a "
+            f"non-empty {what} (check the split or the filter that built it)."
+        )
+    features = getattr(dataset, "features", None)
+    if not isinstance(features, dict):
+        return
+    for key in dict.fromkeys([*label_names, "label", "labels", "label_ids"]):
+        feature = features.get(key)
+        if getattr(feature, "dtype", None) in ("string", "large_string"):
+            example = dataset.data.column(key)[0].as_py() if hasattr(dataset, "data") else "?"
+            raise ValueError(
+                f"Column {key!r} of {what} holds strings (e.g. {example!r}), not integer class ids. Encode it first: "
+                f"`{what} = {what}.class_encode_column({key!r})`, and give the model the mapping "
+                f"(`id2label=dict(enumerate({what}.features[{key!r}].names))` and `label2id`)."
+            )
 
 
 def _is_head_module(model: nn.Module, module: nn.Module, layer_map: LayerMap) -> bool:
@@ -335,6 +390,7 @@ def fit_linear_probe(
     fit_intercept: bool = True,
     normalize: bool = True,
     random_state: int = 0,
+    progress: bool = False,
 ) -> ProbeResult:
     """Sweep C for an L2 logistic regression on frozen features and keep the best on validation.
 
@@ -382,7 +438,7 @@ def fit_linear_probe(
     )
     scores: list[dict[str, float]] = []
     best, best_acc, not_converged = None, -1.0, 0
-    for C in Cs:
+    for C in _progress(Cs, progress and len(Cs) > 1, "LP probe: C sweep"):
         clf.C = float(C)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
@@ -469,6 +525,7 @@ def linear_probe(
     label_names: Sequence[str] = ("labels",),
     normalize: bool = True,
     random_state: int = 0,
+    progress: bool = False,
 ) -> ProbeResult:
     """LP of LP-FT in one call: extract frozen features once, sweep C on ``eval_dataset``, write the head.
 
@@ -478,9 +535,16 @@ def linear_probe(
     layer_map = layer_map or LayerMap.from_model(model)
     _, linear = final_linear(model, layer_map)
     started = time.perf_counter()
-    kwargs = dict(data_collator=data_collator, layer_map=layer_map, batch_size=batch_size, label_names=label_names)
-    train_x, train_y = extract_features(model, train_dataset, **kwargs)
-    val_x, val_y = extract_features(model, eval_dataset, **kwargs) if eval_dataset is not None else (None, None)
+    kwargs = dict(
+        data_collator=data_collator, layer_map=layer_map, batch_size=batch_size, label_names=label_names,
+        progress=progress,
+    )  # fmt: skip
+    train_x, train_y = extract_features(model, train_dataset, desc="LP probe: train features", **kwargs)
+    val_x, val_y = (
+        extract_features(model, eval_dataset, desc="LP probe: eval features", **kwargs)
+        if eval_dataset is not None
+        else (None, None)
+    )
     result = fit_linear_probe(
         train_x,
         train_y,
@@ -492,6 +556,7 @@ def linear_probe(
         fit_intercept=linear.bias is not None,
         normalize=normalize,
         random_state=random_state,
+        progress=progress,
     )
     name = write_probe_into_head(model, layer_map, result)
     result.extract_seconds = time.perf_counter() - started - result.seconds
