@@ -323,3 +323,33 @@ def test_optimizer_cls_and_kwargs_pass_through(tmp_path):
     t.train()
     assert isinstance(t.optimizer.optimizer, torch.optim.SGD) and t.optimizer.param_groups[0]["momentum"] == 0.9
     assert len(t.optimizer.param_groups) > 2
+
+
+# ------------------------------------------------------------------------ model_init and hyper-parameter search
+def test_hyperparameter_search_with_model_init_matches_stock(tmp_path):
+    pytest.importorskip("optuna")
+
+    def hp_space(trial):
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)}
+
+    def search(cls, args_cls, **kw):
+        a = args_cls(**common(tmp_path / cls.__name__, eval_strategy="no", **kw))
+        trainer = cls(
+            model_init=lambda trial=None: bert(), args=a, train_dataset=text_data(), eval_dataset=text_data(seed=1)
+        )
+        best = trainer.hyperparameter_search(
+            backend="optuna", hp_space=hp_space, n_trials=2, direction="minimize",
+            compute_objective=lambda metrics: metrics["eval_loss"], sampler=__import__("optuna").samplers.RandomSampler(seed=0),
+        )  # fmt: skip
+        return best, trainer
+
+    stock_best, _ = search(Trainer, TrainingArguments)
+    our_best, _ = search(TransferTrainer, TransferTrainingArguments)
+    assert our_best.hyperparameters == stock_best.hyperparameters
+    assert our_best.objective == pytest.approx(stock_best.objective, abs=1e-7)
+    # with a strategy: the plan is built on the model model_init made, for every trial
+    best, trainer = search(
+        TransferTrainer, TransferTrainingArguments, layer_lr_decay=0.5, trainable_depths=["last", "head"]
+    )
+    assert trainer.transfer_plan is not None and trainer.transfer_plan.layer_map.num_depths == 4
+    assert len(trainer.optimizer.param_groups) > 2

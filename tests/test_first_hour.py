@@ -237,3 +237,16 @@ def test_empty_dataset_with_lp_ft_says_it_is_empty(tmp_path):
         TransferTrainer(
             model=bert(), args=args(tmp_path, lp_mode="logistic"), train_dataset=empty, eval_dataset=text_data()
         )
+
+
+def test_lp_probe_shows_progress_and_says_what_it_found(tmp_path, capfd, caplog):
+    a = args(tmp_path, lp_mode="logistic", lp_c_grid=[0.1, 1.0], max_steps=1, disable_tqdm=False)
+    trainer = TransferTrainer(model=bert(), args=a, train_dataset=text_data(), eval_dataset=text_data(seed=1))
+    with caplog.at_level(logging.WARNING, logger="hf_transfer_meta"):
+        metrics = trainer.train().metrics
+    err = capfd.readouterr().err
+    assert "LP probe: train features" in err and "LP probe: eval features" in err and "LP probe: C sweep" in err
+    assert "LP-FT probe: C=" in caplog.text and "validation accuracy" in caplog.text
+    assert metrics["lp_probe_C"] in (0.1, 1.0) and 0 <= metrics["lp_probe_val_accuracy"] <= 1
+    first_log = trainer.state.log_history[0]
+    assert first_log["lp_probe_C"] == metrics["lp_probe_C"]
