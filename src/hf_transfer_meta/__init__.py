@@ -1,49 +1,70 @@
-"""hf-transfer-meta: transfer-learning and meta-learning strategies as one-line switches on any transformers model."""
+"""hf-transfer-meta: transfer-learning and meta-learning strategies as one-line switches on any transformers model.
 
-from .arguments import TransferArguments, TransferTrainingArguments
-from .callbacks import (
-    AutoRGNCallback,
-    GradualUnfreezingCallback,
-    LPFTCallback,
-    SurgicalFineTuningCallback,
-    TransferScheduleCallback,
-)
-from .hpo import cross_validated_search
-from .layer_map import LayerMap, LayerMapError
-from .param_groups import build_param_groups, depth_learning_rates
-from .probe import linear_probe
-from .regularizers import L2SP, select_wise_alpha, wise_ft_interpolate
-from .reinit import reinit_head, reinit_top_blocks
-from .schedules import Phase, TransferSchedule, slanted_triangular
-from .trainer import TransferMixin, TransferPlan, TransferTrainer, with_transfer
+Names are imported when first used (PEP 562), so `import hf_transfer_meta.meta.algorithms` needs torch alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+from . import _deprecated
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
-    "AutoRGNCallback",
-    "GradualUnfreezingCallback",
-    "LPFTCallback",
-    "LayerMap",
-    "LayerMapError",
-    "Phase",
-    "SurgicalFineTuningCallback",
-    "TransferSchedule",
-    "TransferScheduleCallback",
-    "TransferArguments",
-    "TransferMixin",
-    "TransferPlan",
-    "TransferTrainer",
-    "TransferTrainingArguments",
-    "with_transfer",
-    "L2SP",
-    "build_param_groups",
-    "cross_validated_search",
-    "linear_probe",
-    "reinit_head",
-    "reinit_top_blocks",
-    "select_wise_alpha",
-    "wise_ft_interpolate",
-    "depth_learning_rates",
-    "slanted_triangular",
-    "__version__",
-]
+_TRANSFER = "hf_transfer_meta.transfer"
+_EXPORTS = {
+    name: _TRANSFER
+    for name in [
+        "AutoRGNCallback",
+        "GradualUnfreezingCallback",
+        "L2SP",
+        "LPFTCallback",
+        "LayerMap",
+        "LayerMapError",
+        "Phase",
+        "STRATEGIES",
+        "Strategy",
+        "SurgicalFineTuningCallback",
+        "TransferArguments",
+        "TransferMixin",
+        "TransferPlan",
+        "TransferSchedule",
+        "TransferScheduleCallback",
+        "TransferTrainer",
+        "TransferTrainingArguments",
+        "build_param_groups",
+        "build_plan",
+        "cross_validated_search",
+        "depth_learning_rates",
+        "linear_probe",
+        "register_strategy",
+        "reinit_head",
+        "reinit_top_blocks",
+        "select_wise_alpha",
+        "slanted_triangular",
+        "wise_ft_interpolate",
+        "with_transfer",
+    ]
+}
+_DEPRECATED: dict[str, tuple[str, str]] = {}  # old name -> (module, new name)
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+_deprecated.install()
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _DEPRECATED:
+        module, new = _DEPRECATED[name]
+        warnings.warn(f"hf_transfer_meta.{name} is now {module}.{new}.", FutureWarning, stacklevel=2)
+        return getattr(importlib.import_module(module), new)
+    raise AttributeError(f"module 'hf_transfer_meta' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

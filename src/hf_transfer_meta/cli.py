@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-TASKS = {
+AUTO_CLASS_BY_TASK = {
     "text-classification": "AutoModelForSequenceClassification",
     "token-classification": "AutoModelForTokenClassification",
     "question-answering": "AutoModelForQuestionAnswering",
@@ -23,7 +23,7 @@ def _layers(argv: list[str]) -> int:
         description="Load a model with the Auto class of --task and print its layer map (depth, modules, params, LR).",
     )
     parser.add_argument("--model", required=True, help="Local folder or Hub id (Hub ids need network access).")
-    parser.add_argument("--task", default="feature-extraction", choices=sorted(TASKS))
+    parser.add_argument("--task", default="feature-extraction", choices=sorted(AUTO_CLASS_BY_TASK))
     parser.add_argument("--num_labels", type=int, default=None, help="Number of labels of a new classification head.")
     parser.add_argument("--learning_rate", type=float, default=None, help="Show per-depth LRs for this base LR.")
     parser.add_argument("--layer_lr_decay", type=float, default=None, help="Show LLRD LRs (needs --learning_rate).")
@@ -34,10 +34,10 @@ def _layers(argv: list[str]) -> int:
 
     import transformers
 
-    from .layer_map import LayerMap, LayerMapError
-    from .param_groups import depth_learning_rates
+    from .transfer.layer_map import LayerMap, LayerMapError
+    from .transfer.param_groups import depth_learning_rates
 
-    auto_cls = getattr(transformers, TASKS[args.task])
+    auto_cls = getattr(transformers, AUTO_CLASS_BY_TASK[args.task])
     kwargs = {"trust_remote_code": args.trust_remote_code}
     if args.num_labels is not None:
         kwargs["num_labels"] = args.num_labels
@@ -45,7 +45,7 @@ def _layers(argv: list[str]) -> int:
         model = auto_cls.from_pretrained(args.model, **kwargs)
     except OSError as err:
         print(
-            f"error: cannot load {args.model!r} as {TASKS[args.task]}: {err}\n"
+            f"error: cannot load {args.model!r} as {AUTO_CLASS_BY_TASK[args.task]}: {err}\n"
             "Pass a local model folder (with config.json), or a Hub id when the Hub is reachable.",
             file=sys.stderr,
         )

@@ -1,4 +1,4 @@
-"""What the multi-process test scripts share: a tiny BERT classifier, tiny synthetic data, the two strategies.
+"""What the multi-process test scripts share: the two strategies they run, on `tests/tiny_models.py`'s tiny BERT.
 
 Imported by the scripts beside it (a script's folder is on `sys.path`); the tests only read the files they write.
 """
@@ -6,19 +6,21 @@ Imported by the scripts beside it (a script's folder is on `sys.path`); the test
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: tiny_models
 
 import torch  # noqa: E402
-import transformers as T  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+from tiny_models import VOCAB, TokenTensors  # noqa: E402, F401
+from tiny_models import tiny_bert as _tiny_bert  # noqa: E402
 
 torch.set_num_threads(1)
 
 NUM_EXAMPLES = 32
-SEQ_LEN = 8
-VOCAB = 50
 
 # Depths of the 2-layer BERT: 0 embeddings, 1-2 blocks, 3 head.
 STRATEGIES = {
@@ -29,32 +31,12 @@ STRATEGIES = {
 }
 
 
-def tiny_bert(seed: int = 0, dropout: float = 0.0) -> T.BertForSequenceClassification:
-    torch.manual_seed(seed)
-    cfg = T.BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        num_labels=2, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-    )  # fmt: skip
-    return T.BertForSequenceClassification(cfg)
+def tiny_bert(seed: int = 0, dropout: float = 0.0):
+    return _tiny_bert(layers=2, dropout=dropout, seed=seed)
 
 
-class TinyData(torch.utils.data.Dataset):
-    """Random token ids; the label is whether the first token is in the upper half of the vocabulary."""
-
-    def __init__(self, n: int = NUM_EXAMPLES, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(1, VOCAB, (n, SEQ_LEN), generator=g)
-        self.labels = (self.ids[:, 0] > VOCAB // 2).long()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return {
-            "input_ids": self.ids[i],
-            "attention_mask": torch.ones(SEQ_LEN, dtype=torch.long),
-            "labels": self.labels[i],
-        }
+def TinyData(n: int = NUM_EXAMPLES, seed: int = 0) -> TokenTensors:  # noqa: N802 - the scripts' name for it
+    return TokenTensors(n=n, seed=seed)
 
 
 def save_weights(model: torch.nn.Module, path: str) -> None:

@@ -5,7 +5,12 @@ import pytest
 import torch
 import transformers as T
 
-from hf_transfer_meta.hpo import apply_hyperparameters, cross_validated_search, folds_summary, kfold_indices
+from hf_transfer_meta.transfer.cross_validation import (
+    apply_hyperparameters,
+    cross_validated_search,
+    folds_summary,
+    kfold_indices,
+)
 
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("optuna")

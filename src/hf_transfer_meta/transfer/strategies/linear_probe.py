@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layer_map import LayerMap, _unwrap
+from ...model_utils import unwrap_model
+from ..layer_map import LayerMap
 
 __all__ = [
     "ProbeResult",
@@ -125,7 +126,7 @@ def final_linear(model: nn.Module, layer_map: LayerMap | None = None) -> tuple[s
         ``(name, linear)``, the name as ``model.named_modules()`` gives it.
     """
     layer_map = layer_map or LayerMap.from_model(model)
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     modules = dict(inner.named_modules())
     found: list[nn.Linear] = []
     for head in layer_map.head_names:
@@ -322,7 +323,7 @@ def check_probe_dataset(dataset, what: str, label_names: Sequence[str] = ("label
 
 
 def _is_head_module(model: nn.Module, module: nn.Module, layer_map: LayerMap) -> bool:
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     modules = dict(inner.named_modules())
     return any(module in set(_running_modules(modules[h])) for h in layer_map.head_names if h in modules)
 
@@ -354,7 +355,7 @@ def _pool(x: torch.Tensor, out: torch.Tensor, logits: torch.Tensor, name: str) -
 def _forward_parameters(model: nn.Module) -> set[str]:
     """Names the model's forward takes (the unwrapped model: PEFT's forward passes them through as kwargs)."""
     params = set()
-    for m in (model, _unwrap(model)):
+    for m in (model, unwrap_model(model)):
         params |= {
             n
             for n, p in inspect.signature(m.forward).parameters.items()

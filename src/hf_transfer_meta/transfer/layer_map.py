@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..model_utils import unwrap_model
+
 __all__ = ["LayerMap", "LayerMapError"]
 
 DepthOverride = Mapping[str, int] | Callable[[str], "int | None"]
@@ -43,20 +45,6 @@ _OVERRIDE_HELP = (
     "  LayerMap.from_model(model, depths=lambda name: ...)  # a callable from parameter name to depth\n"
     "(TransferTrainingArguments: `layer_map_blocks`, `layer_map_head`.)"
 )
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module whose structure describes the model: below PEFT, DDP/FSDP and torch.compile wrappers."""
-    seen = set()
-    while id(model) not in seen:
-        seen.add(id(model))
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft.PeftModel
-            model = model.get_base_model()
-        elif hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        elif isinstance(getattr(model, "module", None), nn.Module) and len(list(model.children())) == 1:
-            model = model.module  # DistributedDataParallel, DataParallel
-    return model
 
 
 def _is_block_list(module: nn.Module) -> bool:
@@ -138,7 +126,7 @@ class LayerMap:
         canonical = {id(p): n for n, p in named}
         tied = {n: canonical[id(p)] for n, p in all_named if canonical[id(p)] != n}
         numel = {n: p.numel() for n, p in named}
-        model_class = type(_unwrap(model)).__name__
+        model_class = type(unwrap_model(model)).__name__
 
         if depths is not None:
             depth_of = _depths_from_override(named, depths, model_class)
@@ -336,7 +324,7 @@ def _module_prefixes(model: nn.Module, paths: Sequence[str], what: str) -> list[
 
 def _structural_depths(model: nn.Module, *, blocks=None, head=None):
     """Returns ({id(param): depth}, block module paths, head module paths), paths relative to ``model``."""
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     # Paths are reported relative to the structural model; parameters are keyed by identity so that the caller's
     # names (PEFT's "base_model.model." prefix, DDP's "module.") keep working.
     model_class = type(inner).__name__
@@ -399,3 +387,6 @@ def _structural_depths(model: nn.Module, *, blocks=None, head=None):
                 joined.setdefault(name.rsplit(".", 1)[0], current)
     notes = [f"{m} follows block {d} outside any block and trains with it (depth {d})" for m, d in joined.items()]
     return depth, [n for n, _ in block_modules], [n for n, _ in head_modules], notes
+
+
+_unwrap = unwrap_model  # the name other modules of 0.1 imported

@@ -20,7 +20,8 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from .layer_map import LayerMap, _unwrap
+from ...model_utils import is_peft_model, unwrap_model, unwrap_parallel
+from ..layer_map import LayerMap
 
 __all__ = ["reinit_depths", "reinit_head", "reinit_top_blocks"]
 
@@ -83,8 +84,8 @@ def reinit_depths(
     depths = set(depths)
     if not depths:
         return []
-    inner = _unwrap(model)
-    if _is_peft_model(_unwrap_ddp(model)):
+    inner = unwrap_model(model)
+    if is_peft_model(unwrap_parallel(model)):
         raise ValueError(
             f"{type(model).__name__} is a PEFT model: re-initialise the base model before `get_peft_model`, "
             "otherwise the adapter weights inside the re-initialised modules would be reset by the base model's "
@@ -119,20 +120,6 @@ def reinit_depths(
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
-
-
-def _is_peft_model(model: nn.Module) -> bool:
-    return hasattr(model, "get_base_model") and callable(model.get_base_model)
-
-
-def _unwrap_ddp(model: nn.Module) -> nn.Module:
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(getattr(model, "module", None), nn.Module) and len(list(model.children())) == 1:
-            model = model.module
-        else:
-            return model
 
 
 def _refuse_shared_weights(inner: nn.Module, model: nn.Module, depths: set[int], layer_map: LayerMap) -> None:
@@ -252,3 +239,38 @@ def _reset_parameters(root: nn.Module, path: str) -> None:
             path,
             [f"{path}.{n}" if path else n for n in missed[:5]],
         )
+
+
+# ------------------------------------------------------------------------------------------------------- strategy
+
+
+def _before_training(start) -> None:
+    a = start.args
+    if a.reinit_head:
+        reinit_head(start.model, start.layer_map, seed=start.seed)
+    if a.reinit_top_blocks:
+        reinit_top_blocks(start.model, a.reinit_top_blocks, start.layer_map, seed=start.seed)
+
+
+def _describe(a) -> str:
+    return "head re-initialised" + (f" + top {a.reinit_top_blocks} blocks" if a.reinit_top_blocks else "")
+
+
+def _make_strategy():
+    from .base import Strategy, check_field
+
+    return Strategy(
+        name="reinit",
+        title="Re-initialising the head and the top blocks",
+        paper="Zhang et al. 2021, Revisiting Few-sample BERT Fine-tuning",
+        fields=("reinit_head", "reinit_top_blocks"),
+        is_active=lambda a: bool(a.reinit_head or a.reinit_top_blocks),
+        describe=_describe,
+        check=lambda a: check_field(
+            a.reinit_top_blocks >= 0, "reinit_top_blocks", a.reinit_top_blocks, "it is a number of blocks, >= 0"
+        ),
+        before_training=_before_training,
+    )
+
+
+STRATEGY = _make_strategy()

@@ -5,7 +5,12 @@ import transformers as T
 from peft import LoraConfig, get_peft_model
 
 from hf_transfer_meta import LayerMap
-from hf_transfer_meta.probe import extract_features, final_linear, fit_linear_probe, linear_probe
+from hf_transfer_meta.transfer.strategies.linear_probe import (
+    extract_features,
+    final_linear,
+    fit_linear_probe,
+    linear_probe,
+)
 
 SMALL = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
 CS = np.logspace(-7, 2, 25)

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from hf_transfer_meta import LayerMap, TransferMixin, TransferTrainer, with_transfer
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import subclass_train as S  # noqa: E402

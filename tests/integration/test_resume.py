@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-SCRIPT = Path(__file__).parent / "scripts" / "resume_train.py"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "resume_train.py"
 KILL_STEP = 4
 
 

@@ -15,12 +15,15 @@ import logging
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .layer_map import LayerMap, _unwrap
-from .schedules import Phase, TransferSchedule, lp_ft_phases, plan_gradual_unfreezing
+from ..model_utils import is_peft_model, unwrap_model
+from .layer_map import LayerMap
+from .schedules import Phase, TransferSchedule
+from .strategies.gradual_unfreezing import plan_gradual_unfreezing
+from .strategies.lp_ft import lp_ft_phases
+from .strategies.surgical import AutoRGNCallback
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ class TransferScheduleCallback(TrainerCallback):
     def _bind(self, model: nn.Module, optimizer) -> None:
         named = dict(model.named_parameters())
         if self.managed is None:
-            is_peft = hasattr(model, "peft_config") or hasattr(_unwrap(model), "peft_config")
+            is_peft = is_peft_model(model) or hasattr(unwrap_model(model), "peft_config")
             self.managed = {n for n, p in named.items() if p.requires_grad or not is_peft}
         self._params = {n: named[n] for n in self.managed}
         missing_depth = [n for n in self._params if n not in self.layer_map.depth_of]
@@ -279,49 +282,6 @@ class SurgicalFineTuningCallback(TransferScheduleCallback):
 
     def build_phases(self, layer_map, max_steps, steps_per_epoch):
         return [Phase(0, frozenset(layer_map.resolve(self.blocks)), name="surgical")]
-
-
-class AutoRGNCallback(TrainerCallback):
-    """Auto-RGN (Lee et al. 2022): each parameter tensor's LR is multiplied by its relative gradient norm
-    ``||g|| / ||w||`` divided by the largest one of the step, so the layers whose gradients are large relative to
-    their weights (the ones that fit the shift) move most.
-
-    Needs one optimizer group per tensor (`TransferTrainer` with `auto_rgn=True` builds them). The multipliers are
-    applied around `optimizer.step()` and removed afterwards, so the scheduler's LRs stay untouched.
-    """
-
-    def __init__(self):
-        self._saved: list[float] | None = None
-        self.last_multipliers: dict[str, float] = {}
-
-    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        if optimizer is None:
-            return
-        rgn = []
-        for g in optimizer.param_groups:
-            p = g["params"][0]
-            if len(g["params"]) != 1:
-                raise RuntimeError(
-                    "Auto-RGN needs one optimizer group per parameter tensor: use TransferTrainer(auto_rgn=True)."
-                )
-            if p.grad is None:
-                rgn.append(None)
-                continue
-            with torch.no_grad():
-                rgn.append((p.grad.norm() / p.norm().clamp_min(1e-12)).item())
-        top = max((r for r in rgn if r is not None), default=0.0)
-        self._saved = [g["lr"] for g in optimizer.param_groups]
-        self.last_multipliers = {}
-        for g, r in zip(optimizer.param_groups, rgn):
-            m = (r / top) if (r is not None and top > 0) else 0.0
-            g["lr"] = g["lr"] * m
-            self.last_multipliers[g.get("name", "")] = m
-
-    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        if optimizer is not None and self._saved is not None:
-            for g, lr in zip(optimizer.param_groups, self._saved):
-                g["lr"] = lr
-            self._saved = None
 
 
 def _fsdp2_lazy_init(model) -> None:

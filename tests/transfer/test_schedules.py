@@ -5,8 +5,10 @@ import torch
 import transformers as T
 
 from hf_transfer_meta import LayerMap, depth_learning_rates, slanted_triangular
-from hf_transfer_meta.param_groups import build_param_groups
-from hf_transfer_meta.schedules import Phase, TransferSchedule, gradual_unfreezing_phases, lp_ft_phases
+from hf_transfer_meta.transfer.param_groups import build_param_groups
+from hf_transfer_meta.transfer.schedules import Phase, TransferSchedule
+from hf_transfer_meta.transfer.strategies.gradual_unfreezing import gradual_unfreezing_phases
+from hf_transfer_meta.transfer.strategies.lp_ft import lp_ft_phases
 
 
 def _bert(layers=4):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "scripts"
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 STRATEGIES = ["lpft", "unfreeze"]
 # Depths (0 embeddings, 1-2 blocks, 3 head) training at the mid-phase snapshot after optimizer step 4.

@@ -8,19 +8,12 @@ train, with which LR multiplier, and whether the base LR schedule (warmup, decay
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = [
-    "Phase",
-    "TransferSchedule",
-    "slanted_triangular",
-    "base_lr_lambda",
-    "BASE_SCHEDULES",
-    "gradual_unfreezing_phases",
-    "plan_gradual_unfreezing",
-    "lp_ft_phases",
-]
+__all__ = ["Phase", "TransferSchedule", "slanted_triangular", "base_lr_lambda", "BASE_SCHEDULES", "STLR", "all_depths"]
+
+STLR = "slanted_triangular"
 
 
 def slanted_triangular(step: int, total_steps: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
@@ -135,6 +128,11 @@ class TransferSchedule:
         end = self.phases[index + 1].start if index + 1 < len(self.phases) else self.total_steps
         return start, max(end, start + 1)
 
+    @property
+    def is_trivial(self) -> bool:
+        """One phase in which every depth trains: the base schedule alone (stock Trainer's, per-depth LRs kept)."""
+        return len(self.phases) == 1 and len(self.phases[0].depths) == self.num_depths
+
     def trainable_depths(self, step: int) -> frozenset[int]:
         return self.phase_at(step).depths
 
@@ -176,119 +174,29 @@ class TransferSchedule:
         return out
 
 
-def gradual_unfreezing_phases(
-    num_depths: int, every: int, *, restart: bool = False, start_depths: int = 1, lr_multiplier: float = 1.0
-) -> list[Phase]:
-    """ULMFiT's gradual unfreezing: the head alone first, then one more depth from the top every ``every`` steps.
-
-    ``start_depths`` depths (from the top) train in the first phase.
-    """
-    if every < 1:
-        raise ValueError(f"Gradual unfreezing needs `unfreeze_every` >= 1 step, got {every}.")
-    top = num_depths - 1
-    phases = []
-    for k in range(start_depths, num_depths + 1):
-        depths = frozenset(range(top - k + 1, top + 1))
-        phases.append(
-            Phase(
-                start=(k - start_depths) * every,
-                depths=depths,
-                lr_multiplier=lr_multiplier,
-                restart=restart,
-                name=f"unfreeze_{k}_depths" if k < num_depths else "all_depths",
-            )
-        )
-    return phases
-
-
-def spread_unfreezing_phases(num_depths: int, span_steps: float, *, restart: bool = False) -> list[Phase]:
-    """Gradual unfreezing spread evenly over the first ``span_steps`` steps: depth ``k`` from the top joins at step
-    ``round(k * span / (num_depths - 1))``, so every depth trains from step ``round(span)`` on. Depths whose turns
-    fall on the same step join together (a run shorter than the number of depths)."""
-    top = num_depths - 1
-    by_start: dict[int, Phase] = {}
-    for k in range(1, num_depths + 1):
-        start = round((k - 1) * span_steps / max(1, num_depths - 1))
-        by_start[start] = Phase(  # a later k at the same start replaces the earlier: more depths
-            start=start,
-            depths=frozenset(range(top - k + 1, top + 1)),
-            restart=restart,
-            name=f"unfreeze_{k}_depths" if k < num_depths else "all_depths",
-        )
-    return [by_start[s] for s in sorted(by_start)]
-
-
-def plan_gradual_unfreezing(
-    num_depths: int,
-    total_steps: int,
-    steps_per_epoch: int,
-    *,
-    every: float | None = None,
-    unit: str = "epoch",
-    fraction: float = 0.5,
-    allow_partial: bool = False,
-    restart: bool = False,
-) -> tuple[list[Phase], str]:
-    """The phases of gradual unfreezing over a run of ``total_steps``, and one sentence that says what happens.
-
-    ``every=None`` spreads the unfreezing over the first ``fraction`` of the run (every depth then trains for the rest,
-    as fastai's ``fine_tune`` always ends with the whole model trainable). An explicit ``every`` that cannot unfreeze
-    every depth before the run ends is refused with the numbers, unless ``allow_partial``.
-    """
-    if num_depths < 2:
-        return [Phase(0, frozenset(range(num_depths)), name="all_depths")], "a single depth: it trains throughout"
-    if every is None:
-        span = fraction * total_steps
-        phases = spread_unfreezing_phases(num_depths, span, restart=restart)
-        all_from = phases[-1].start
-        return phases, (
-            f"gradual unfreezing: {num_depths} depths, one more every {span / (num_depths - 1):.3g} steps over the "
-            f"first {fraction:.0%} of the run; every depth trains from step {all_from} of {total_steps}"
-        )
-    every_steps = max(1, round(every * steps_per_epoch) if unit == "epoch" else int(every))
-    needed = (num_depths - 1) * every_steps
-    phases = gradual_unfreezing_phases(num_depths, every_steps, restart=restart)
-    if needed >= total_steps:
-        trained = min(num_depths, (total_steps - 1) // every_steps + 1)
-        if not allow_partial:
-            longest = (total_steps - 1) // (num_depths - 1)
-            hint = (
-                f"unfreeze_every <= {longest} (steps)"
-                if unit == "step"
-                else f"unfreeze_every <= {longest / max(1, steps_per_epoch):.3g} (epochs; {steps_per_epoch} steps each)"
-            )
-            raise ValueError(
-                f"Gradual unfreezing of {num_depths} depths, one every {every_steps} steps (unfreeze_every={every:g} "
-                f"{unit}), reaches the last depth at step {needed}, but this run has {total_steps} steps: only the top "
-                f"{trained} of {num_depths} depths would ever train. Set {hint}, train longer, leave unfreeze_every "
-                "unset (the unfreezing is then spread over the first unfreeze_fraction of the run), or set "
-                "allow_partial_unfreezing=True to keep the bottom depths frozen on purpose."
-            )
-        return phases, (
-            f"gradual unfreezing: one depth every {every_steps} steps; the run ends at step {total_steps} with only "
-            f"the top {trained} of {num_depths} depths unfrozen (allow_partial_unfreezing)"
-        )
-    return phases, (
-        f"gradual unfreezing: {num_depths} depths, one more every {every_steps} steps; every depth trains from step "
-        f"{needed} of {total_steps}"
-    )
-
-
-def lp_ft_phases(
-    num_depths: int, lp_steps: int, *, lp_lr_multiplier: float = 1.0, ft_depths: Iterable[int] | None = None
-) -> list[Phase]:
-    """LP-FT (Kumar et al. 2022): the head alone for ``lp_steps`` (the linear probe), then full fine-tuning.
-
-    Each stage restarts the base LR schedule, as the paper ran them as two trainings.
-    """
-    head = num_depths - 1
-    ft = frozenset(ft_depths) if ft_depths is not None else frozenset(range(num_depths))
-    phases = []
-    if lp_steps > 0:
-        phases.append(Phase(0, frozenset({head}), lr_multiplier=lp_lr_multiplier, restart=True, name="linear_probe"))
-    phases.append(Phase(lp_steps, ft, restart=True, name="fine_tune"))
-    return phases
+def all_depths(num_depths: int, name: str = "all_depths") -> list[Phase]:
+    """One phase from step 0 in which every depth trains (no strategy decides otherwise)."""
+    return [Phase(0, frozenset(range(num_depths)), name=name)]
 
 
 def fixed_phase(depths: Sequence[int], name: str) -> list[Phase]:
     return [Phase(0, frozenset(depths), name=name)]
+
+
+_MOVED = {
+    "gradual_unfreezing_phases": "gradual_unfreezing",
+    "spread_unfreezing_phases": "gradual_unfreezing",
+    "plan_gradual_unfreezing": "gradual_unfreezing",
+    "lp_ft_phases": "lp_ft",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module = f"hf_transfer_meta.transfer.strategies.{_MOVED[name]}"
+        warnings.warn(f"{__name__}.{name} moved to {module}.{name}.", FutureWarning, stacklevel=2)
+        return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

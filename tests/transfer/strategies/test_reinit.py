@@ -6,7 +6,7 @@ import transformers as T
 from torch import nn
 
 from hf_transfer_meta import LayerMap
-from hf_transfer_meta.reinit import reinit_head, reinit_top_blocks
+from hf_transfer_meta.transfer.strategies.reinit import reinit_head, reinit_top_blocks
 
 FILL = 0.37  # every saved tensor holds this value, so that any re-initialised value stands out
 
@@ -131,6 +131,6 @@ def test_plain_module_uses_reset_parameters(caplog):
 
     model2 = nn.Sequential(nn.Embedding(10, 8), nn.Sequential(nn.Linear(8, 8), nn.ReLU()), Scaled())
     lm2 = LayerMap.from_model(model2, blocks=["1"], head=["2"])
-    with caplog.at_level(logging.WARNING, logger="hf_transfer_meta.reinit"):
+    with caplog.at_level(logging.WARNING, logger="hf_transfer_meta.transfer.strategies.reinit"):
         reinit_head(model2, lm2)
     assert "2.scale" in caplog.text

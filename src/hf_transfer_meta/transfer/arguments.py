@@ -13,17 +13,17 @@ with the offending value and the fix in the message.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
+from .schedules import STLR
+
 __all__ = ["TransferArguments", "TransferTrainingArguments", "STLR"]
 
-STLR = "slanted_triangular"
 FREEZE_MODES = ("requires_grad", "mask")
-LP_MODES = ("epochs", "logistic")
+LP_MODES = ("epochs", "logistic")  # as strategies.lp_ft.LP_MODES (not imported here: the field needs no torch)
 UNFREEZE_UNITS = ("epoch", "step")
 
 
@@ -171,148 +171,54 @@ class TransferArguments:
     def __post_init__(self):
         self._check_strategy_fields()
 
-    # ------------------------------------------------------------------ checks
+    # ------------------------------------------------------------------ checks and what the run does
     def _check_strategy_fields(self) -> None:
-        def bad(name: str, value, want: str):
-            raise ValueError(f"{name}={value!r} is invalid: {want}.")
+        from .strategies import STRATEGIES, check_field, phase_strategy
 
-        if self.freeze_mode not in FREEZE_MODES:
-            bad("freeze_mode", self.freeze_mode, f"use one of {FREEZE_MODES}")
-        if self.lp_mode is not None and self.lp_mode not in LP_MODES:
-            bad("lp_mode", self.lp_mode, f"use one of {LP_MODES} or leave it unset")
-        if self.unfreeze_unit not in UNFREEZE_UNITS:
-            bad("unfreeze_unit", self.unfreeze_unit, f"use one of {UNFREEZE_UNITS}")
-        if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
-            bad("layer_lr_decay", self.layer_lr_decay, "it must be in (0, 1] (ULMFiT: 1/2.6 = 0.3846; ELECTRA: 0.8)")
-        if self.lr_slice is not None:
-            values = list(self.lr_slice)
-            if len(values) != 2 or not 0 < values[0] <= values[1]:
-                bad("lr_slice", values, "give two learning rates (low, high) with 0 < low <= high, e.g. [1e-5, 1e-3]")
-        if self.lr_slice is not None and self.layer_lr_decay is not None:
-            raise ValueError(
-                f"layer_lr_decay={self.layer_lr_decay!r} and lr_slice={list(self.lr_slice)!r} are two ways to space "
-                "the per-depth LRs: set one of them."
-            )
-        if not self.head_lr_multiplier > 0:
-            bad("head_lr_multiplier", self.head_lr_multiplier, "it must be > 0")
-        if not 0 < self.stlr_cut_frac < 1:
-            bad(
-                "stlr_cut_frac",
-                self.stlr_cut_frac,
-                "it is the fraction of the run the LR rises, in (0, 1) (ULMFiT: 0.1)",
-            )
-        if not self.stlr_ratio >= 1:
-            bad("stlr_ratio", self.stlr_ratio, "it is max LR / min LR, >= 1 (ULMFiT: 32)")
-        if self.unfreeze_every is not None and not (self.unfreeze_every > 0 and math.isfinite(self.unfreeze_every)):
-            bad(
-                "unfreeze_every", self.unfreeze_every, "it must be > 0, or unset to spread the unfreezing over the run"
-            )
-        if not 0 < self.unfreeze_fraction <= 1:
-            bad("unfreeze_fraction", self.unfreeze_fraction, "it must be in (0, 1]")
-        if not self.lp_epochs > 0:
-            bad("lp_epochs", self.lp_epochs, "the head-only stage must last > 0 epochs")
-        if self.lp_learning_rate is not None and not self.lp_learning_rate > 0:
-            bad("lp_learning_rate", self.lp_learning_rate, "it must be > 0, or unset to use learning_rate")
-        if self.lp_c_grid is not None and (not self.lp_c_grid or any(not c > 0 for c in self.lp_c_grid)):
-            bad("lp_c_grid", self.lp_c_grid, "give one or more inverse regularisation strengths C > 0")
-        if self.reinit_top_blocks < 0:
-            bad("reinit_top_blocks", self.reinit_top_blocks, "it is a number of blocks, >= 0")
-        for name in ("l2sp_alpha", "l2sp_beta"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                bad(name, value, "a penalty weight must be >= 0")
-        if self.wise_ft_alphas is not None:
-            alphas = list(self.wise_ft_alphas)
-            if not alphas or any(not 0 <= a <= 1 for a in alphas):
-                bad(
-                    "wise_ft_alphas",
-                    alphas,
-                    "each mixing weight must be in [0, 1] (0 = the weights before fine-tuning, 1 = after)",
-                )
-        for name in ("trainable_depths", "surgical_blocks"):
-            value = getattr(self, name)
-            if value is not None and len(value) == 0:
-                bad(name, value, "name at least one depth (e.g. head, last, first, 2)")
-        exclusive = [
-            n
-            for n, on in [
-                ("gradual_unfreezing", self.gradual_unfreezing),
-                ("lp_mode", self.lp_mode is not None),
-                ("surgical_blocks", self.surgical_blocks is not None),
-                ("trainable_depths", self.trainable_depths is not None),
-            ]
-            if on
-        ]
-        if len(exclusive) > 1:
-            raise ValueError(f"{' and '.join(exclusive)} each decide which depths train when; choose one of them.")
+        check_field(self.freeze_mode in FREEZE_MODES, "freeze_mode", self.freeze_mode, f"use one of {FREEZE_MODES}")
+        for strategy in STRATEGIES.values():
+            if strategy.check is not None:
+                strategy.check(self)
+        phase_strategy(self)  # at most one strategy decides which depths train when
 
-    # ------------------------------------------------------------------ what the run does
+    @property
+    def active_strategies(self) -> list:
+        """The registered strategies these arguments turn on (`hf_transfer_meta.transfer.strategies.STRATEGIES`)."""
+        from .strategies import active_strategies
+
+        return active_strategies(self)
+
     @property
     def has_strategy(self) -> bool:
-        """True when any strategy field differs from its default: the trainer then builds a layer map and a plan."""
-        defaults = TransferArguments.__dataclass_fields__
-        passive = {"freeze_mode", "frozen_eval_mode", "layer_map_blocks", "layer_map_head", "stlr_cut_frac"}
-        passive |= {"stlr_ratio", "unfreeze_unit", "unfreeze_fraction", "allow_partial_unfreezing", "lp_epochs"}
-        passive |= {"lp_learning_rate", "lp_c_grid", "unfreeze_every", "unfreeze_restart_schedule"}
-        for name, f in defaults.items():
-            if name in passive:
-                continue
-            if getattr(self, name) != f.default:
-                return True
-        return False
+        """True when any strategy is on: the trainer then builds a layer map and a plan; otherwise it is Trainer."""
+        return bool(self.active_strategies)
 
     @property
     def strategy_freezes(self) -> bool:
-        return bool(self.gradual_unfreezing or self.lp_mode or self.surgical_blocks or self.trainable_depths)
+        return any(s.freezes for s in self.active_strategies)
 
     @property
     def needs_depth_learning_rates(self) -> bool:
         """Whether depths get different LRs (then the trainer must build one optimizer group per depth)."""
-        return (
-            self.layer_lr_decay is not None
-            or self.lr_slice is not None
-            or self.head_lr_multiplier != 1.0
-            or self.auto_rgn
-            or (self.lp_mode == "epochs" and self.lp_learning_rate is not None)
-        )
+        return any(s.depth_groups is not None and s.depth_groups(self) for s in self.active_strategies)
+
+    @property
+    def needs_eval_dataset(self) -> list[str]:
+        """The strategies that choose something on eval_dataset."""
+        return [s.name for s in self.active_strategies if s.needs_eval_dataset and s.needs_eval_dataset(self)]
+
+    @property
+    def needs_reference_weights(self) -> bool:
+        return any(s.reference_weights for s in self.active_strategies)
 
     @property
     def strategy_name(self) -> str:
         """A short name of what this run does, for logs and model cards."""
-        parts = []
-        if self.lp_mode:
-            parts.append(f"LP-FT ({self.lp_mode} probe)")
-        if self.gradual_unfreezing:
-            if self.unfreeze_every is None:
-                parts.append(f"gradual unfreezing (over the first {self.unfreeze_fraction:.0%} of the run)")
-            else:
-                parts.append(f"gradual unfreezing (every {self.unfreeze_every:g} {self.unfreeze_unit})")
-        if self.surgical_blocks:
-            parts.append(f"surgical fine-tuning ({', '.join(map(str, self.surgical_blocks))})")
-        if self.trainable_depths:
-            parts.append(f"training depths {', '.join(map(str, self.trainable_depths))}")
-        if self.auto_rgn:
-            parts.append("Auto-RGN")
-        if self.layer_lr_decay is not None:
-            parts.append(f"layer-wise LR decay {self.layer_lr_decay:g}")
-        if self.lr_slice:
-            parts.append(f"discriminative LRs {self.lr_slice[0]:g}..{self.lr_slice[1]:g}")
-        if self.head_lr_multiplier != 1.0:
-            parts.append(f"head LR x{self.head_lr_multiplier:g}")
-        if self.slanted_triangular_lr:
-            parts.append("slanted triangular LR")
-        if self.reinit_head or self.reinit_top_blocks:
-            parts.append(
-                "head re-initialised" + (f" + top {self.reinit_top_blocks} blocks" if self.reinit_top_blocks else "")
-            )
-        if self.l2sp_alpha or self.l2sp_beta:
-            parts.append(f"L2-SP (alpha={self.l2sp_alpha:g}, beta={self.l2sp_beta:g})")
-        if self.wise_ft_alphas:
-            parts.append("WiSE-FT")
-        return " + ".join(parts) if parts else "full fine-tuning"
+        parts = [s.describe(self) for s in self.active_strategies]
+        return " + ".join(p for p in parts if p) or "full fine-tuning"
 
     def strategy_dict(self) -> dict:
-        """The strategy fields as plain data (for logs, model cards and `transfer_args` of a separate dataclass)."""
+        """The strategy fields as plain data (for logs and model cards)."""
         return {f.name: getattr(self, f.name) for f in fields(TransferArguments)}
 
 

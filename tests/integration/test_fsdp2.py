@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "fsdp2_check.py"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "fsdp2_check.py"
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 pytestmark = pytest.mark.slow

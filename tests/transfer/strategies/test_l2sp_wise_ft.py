@@ -4,7 +4,8 @@ import transformers as T
 from torch import nn
 
 from hf_transfer_meta import LayerMap
-from hf_transfer_meta.regularizers import L2SP, select_wise_alpha, state_dict_copy, wise_ft_interpolate
+from hf_transfer_meta.transfer.strategies.l2sp import L2SP
+from hf_transfer_meta.transfer.strategies.wise_ft import select_wise_alpha, state_dict_copy, wise_ft_interpolate
 
 SMALL = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20)
 
