@@ -9,6 +9,7 @@ others prove the fix. SGD without dropout makes the comparison exact: any scalin
 import pytest
 import torch
 import transformers as T
+from tiny_models import tiny_bert
 from transformers import Trainer, TrainingArguments
 
 from hf_transfer_meta import TransferTrainer, TransferTrainingArguments
@@ -17,12 +18,7 @@ VOCAB, SEQ_LEN, N = 50, 8, 32
 
 
 def bert(seed=0):
-    torch.manual_seed(seed)
-    cfg = T.BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
-    return T.BertForSequenceClassification(cfg)
+    return tiny_bert(layers=2, seed=seed, vocab_size=VOCAB)
 
 
 class Data(torch.utils.data.Dataset):

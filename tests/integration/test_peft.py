@@ -4,8 +4,8 @@ optimizer."""
 
 import pytest
 import torch
-import transformers as T
 from peft import LoraConfig, get_peft_model
+from tiny_models import tiny_bert
 from transformers import TrainerCallback
 
 from hf_transfer_meta import LayerMap, TransferTrainer, TransferTrainingArguments
@@ -15,12 +15,7 @@ HEAD = 3  # 2 blocks: depths 0 embeddings, 1-2 blocks, 3 head
 
 
 def bert(seed=0):
-    torch.manual_seed(seed)
-    cfg = T.BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
-    return T.BertForSequenceClassification(cfg)
+    return tiny_bert(layers=2, seed=seed, vocab_size=VOCAB)
 
 
 def lora(model):

@@ -79,3 +79,34 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, strategy, depths_at_ki
     assert seen["losses"] == pytest.approx(reference["losses"], abs=1e-6)
     # Both runs reached the last phase: every depth moved.
     assert seen["moved_depths"] == reference["moved_depths"] == [0, 1, 2, 3]
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints_0_1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["lpft", "unfreeze"])
+def test_checkpoint_of_release_0_1_resumes_to_the_same_weights(tmp_path, strategy):
+    """checkpoint-4 was written by release 0.1 (before the transfer/ package existed, module paths
+    `hf_transfer_meta.trainer` / `.arguments` pickled in training_args.bin) with this same script and
+    `--kill-after-step 4`; today's code resumes it to the weights of today's uninterrupted run."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / strategy, run)
+    full = _start(strategy, tmp_path / "full", tmp_path / "full")
+    resumed = _start(strategy, run, tmp_path / "run", "--resume")
+    rc, log = _finish(resumed)
+    assert rc == 0, log[-3000:]
+    rc_full, log_full = _finish(full)
+    assert rc_full == 0, log_full[-3000:]
+    seen = json.loads((tmp_path / "run.json").read_text())
+    assert seen["start_step"] == KILL_STEP and seen["global_step"] == 16
+    a, b = load_file(str(tmp_path / "full.safetensors")), load_file(str(tmp_path / "run.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    # the old training_args.bin still loads (its class moved to hf_transfer_meta.transfer.arguments)
+    import torch
+
+    old_args = torch.load(FIXTURES / strategy / "checkpoint-4" / "training_args.bin", weights_only=False)
+    assert type(old_args).__module__ == "hf_transfer_meta.transfer.arguments"
+    assert old_args.strategy_name in ("LP-FT (epochs probe)", "gradual unfreezing (every 3 step)")

@@ -12,22 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 
-from tiny import STRATEGIES, TinyData, save_weights, tiny_bert
+from tiny import STRATEGIES, KillAfterSave, TinyData, save_weights, tiny_bert
 from transformers import TrainerCallback
 
 from hf_transfer_meta import TransferTrainer, TransferTrainingArguments
-
-
-class KillAfterSave(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class FirstStep(TrainerCallback):

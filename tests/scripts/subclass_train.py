@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,6 +21,7 @@ import torch  # noqa: E402
 import transformers as T  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+from tiny import KillAfterSave  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from hf_transfer_meta import TransferArguments, with_transfer  # noqa: E402
@@ -116,15 +116,6 @@ def sft_trainer(output_dir: str, callbacks=(), seed: int = 0, dropout: float = 0
 
 
 BUILDERS = {"seq2seq": (seq2seq_trainer, tiny_t5), "sft": (sft_trainer, tiny_llama)}
-
-
-class KillAfterSave(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LRLog(TrainerCallback):

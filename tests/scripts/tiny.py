@@ -13,10 +13,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: tiny_models
 
+import signal  # noqa: E402
+
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from tiny_models import VOCAB, TokenTensors  # noqa: E402, F401
 from tiny_models import tiny_bert as _tiny_bert  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -41,3 +44,14 @@ def TinyData(n: int = NUM_EXAMPLES, seed: int = 0) -> TokenTensors:  # noqa: N80
 
 def save_weights(model: torch.nn.Module, path: str) -> None:
     save_file({n: p.detach().contiguous().cpu().clone() for n, p in model.named_parameters()}, path)
+
+
+class KillAfterSave(TrainerCallback):
+    """SIGKILL this process right after checkpoint-`step` is written: no clean-up of any kind, as a preempted job."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

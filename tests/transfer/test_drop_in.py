@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers as T
 from datasets import Dataset
+from tiny_models import tiny_bert
 from torch import nn
 from transformers import Seq2SeqTrainingArguments, Trainer, TrainingArguments
 from transformers.trainer_optimizer import _OPTIMIZER_HANDLERS, _setup_low_rank_optimizer
@@ -81,12 +82,7 @@ def regression_data(n=48, seed=0):
 
 
 def bert(seed=0):
-    torch.manual_seed(seed)
-    cfg = T.BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=2,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
-    return T.BertForSequenceClassification(cfg)
+    return tiny_bert(layers=2, seed=seed)
 
 
 def text_data(n=32, seed=0):

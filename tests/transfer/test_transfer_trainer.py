@@ -6,6 +6,7 @@ import pytest
 import torch
 import transformers as T
 from datasets import Dataset
+from tiny_models import tiny_bert
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_transfer_meta import (
@@ -18,12 +19,7 @@ from hf_transfer_meta import (
 
 
 def bert(layers=3, dropout=0.0, seed=0):
-    torch.manual_seed(seed)
-    cfg = T.BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32,
-        num_labels=2, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-    )  # fmt: skip
-    return T.BertForSequenceClassification(cfg)
+    return tiny_bert(layers=layers, dropout=dropout, seed=seed)
 
 
 def resnet(seed=0):

@@ -290,8 +290,7 @@ def _fsdp2_lazy_init(model) -> None:
     FSDP2 fixes each parameter group's original/reduce dtypes at its first forward from the parameters requiring grad
     *then*; a group frozen at that moment keeps none, and once unfrozen its bf16-reduced gradients are assigned to the
     fp32 parameters unconverted ("attempting to assign a gradient with dtype BFloat16 to a tensor with grad_dtype
-    Float"). Measured on an H200 (torch 2.11) and with FSDP2 emulated over gloo on CPU: gradual unfreezing and LP-FT
-    crash at the first unfreeze without this, and run with frozen weights bit-identical with it.
+    Float"): gradual unfreezing and LP-FT would crash at their first unfreeze (tests/integration/test_fsdp2.py).
     """
     try:
         from torch.distributed.fsdp import FSDPModule

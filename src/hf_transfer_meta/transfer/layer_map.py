@@ -323,7 +323,8 @@ def _module_prefixes(model: nn.Module, paths: Sequence[str], what: str) -> list[
 
 
 def _structural_depths(model: nn.Module, *, blocks=None, head=None):
-    """Returns ({id(param): depth}, block module paths, head module paths), paths relative to ``model``."""
+    """Returns ``({id(param): depth}, block module paths, head module paths, notes)``, paths relative to ``model``;
+    the notes say where parameters outside any block were put (for `LayerMap.describe`)."""
     inner = unwrap_model(model)
     # Paths are reported relative to the structural model; parameters are keyed by identity so that the caller's
     # names (PEFT's "base_model.model." prefix, DDP's "module.") keep working.

@@ -92,8 +92,8 @@ class TransferMixin:
         if getattr(type(self), "loss_is_scaled_for_ga", None) is None:
             self.loss_is_scaled_for_ga = self._model_normalises_loss_by_items()
         if not self.loss_is_scaled_for_ga:
-            # Per-batch-mean losses: make Trainer divide by the GA steps. Without loss kwargs Trainer counts no
-            # num_items_in_batch and divides, in every transformers 5 release (5.17 has no loss_is_scaled_for_ga).
+            # Per-batch-mean losses: make Trainer divide by the GA steps (trap 8 of the design notes). Without loss
+            # kwargs Trainer counts no num_items_in_batch and divides, whether or not it has loss_is_scaled_for_ga.
             self.model_accepts_loss_kwargs = False
         if self.strategy_active:
             if training_args is None:
@@ -200,6 +200,10 @@ class TransferMixin:
 
     # ------------------------------------------------------------------ optimizer and scheduler
     def create_optimizer(self, model=None):
+        """Every managed parameter in fixed per-depth groups, frozen ones included: Trainer's own optimizer keeps
+        only those requiring grad when it is built, so layers unfrozen later would never train (design notes, trap 1);
+        groups are never added after the scheduler exists (trap 2) nor passed through `optimizer_cls_and_kwargs`
+        (trap 11)."""
         if not self.strategy_active or self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
@@ -231,6 +235,7 @@ class TransferMixin:
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """One LR lambda per group, a pure function of the global step (resume and DDP ranks agree, trap 12)."""
         if not self.strategy_active or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         plan = self.transfer_plan
@@ -258,6 +263,9 @@ class TransferMixin:
 
     # ------------------------------------------------------------------ training
     def _inner_training_loop(self, batch_size=None, args=None, resume_from_checkpoint=None, trial=None, **kwargs):
+        """Build the plan and run the strategies' steps before Trainer's loop; WiSE-FT after it. Every managed
+        parameter requires grad when DDP wraps the model (it must register them all, trap 4); the callback freezes
+        by the step from then on."""
         if not self.strategy_active:
             return super()._inner_training_loop(
                 batch_size=batch_size, args=args, resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs
@@ -366,6 +374,7 @@ class TransferMixin:
             )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Trainer's loss, exact under gradient accumulation for per-batch-mean losses (trap 8), plus L2-SP."""
         if not self.loss_is_scaled_for_ga:
             num_items_in_batch = None  # the model's loss is a per-batch mean; Trainer divides by the GA steps
         out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
@@ -450,6 +459,7 @@ class TransferMixin:
         super().log(logs, *args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Trainer's save, with `hub_token` redacted from training_args.bin (trap 14b)."""
         super()._save(output_dir, state_dict)
         _redact_saved_args(self.args, output_dir or self.args.output_dir)
 
