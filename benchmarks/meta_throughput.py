@@ -27,15 +27,11 @@ Examples::
 
 from __future__ import annotations
 
-import ctypes
-import datetime
 import gc
 import json
 import os
-import platform
 import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -45,13 +41,16 @@ from pathlib import Path
 
 import torch
 import transformers
+from common import environment, malloc_trim, markdown_table, peak_rss_bytes, reset_peak_rss, rss_bytes
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
-from hf_transfer_meta.meta import ANIL, FOMAML, MAML, Conv4Config, Conv4ForImageClassification, load_clinc150
+from hf_transfer_meta.meta import ALGORITHMS, Conv4Config, Conv4ForImageClassification, load_clinc150
+from hf_transfer_meta.meta.algorithms import InnerLoopAlgorithm
 
 MODELS = ("conv4", "conv4_gn", "minilm")
-ALGORITHMS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL}
+# The gradient-based algorithms of the registry (ProtoNet and the fine-tuning baseline have no inner loop to time).
+INNER_LOOP_ALGORITHMS = [name for name, cls in ALGORITHMS.items() if issubclass(cls, InnerLoopAlgorithm)]
 MODES = ("loop", "vmap")
 # Inner learning rates of the papers' settings (Finn et al.: 0.4 on Omniglot); they do not change the cost.
 INNER_LR = {"conv4": 0.4, "conv4_gn": 0.4, "minilm": 0.01}
@@ -65,7 +64,7 @@ QUICK = {"meta_batch_size": 2, "n_query": 2, "max_length": 16, "repeats": 2, "wa
 class BenchmarkArguments:
     models: str = field(default="conv4,minilm", metadata={"help": f"Comma-separated, from {MODELS}."})
     algorithms: str = field(
-        default="maml,fomaml,anil", metadata={"help": f"Comma-separated, from {list(ALGORITHMS)}."}
+        default="maml,fomaml,anil", metadata={"help": f"Comma-separated, from {INNER_LOOP_ALGORITHMS}."}
     )
     modes: str = field(default="loop,vmap", metadata={"help": "Comma-separated: loop (task by task) and/or vmap."})
     meta_batch_size: int | None = field(
@@ -102,44 +101,6 @@ def _split(value: str, allowed, what: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------- memory
-def _malloc_trim() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so that RSS reflects live memory."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _status_kb(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _rss_bytes() -> int:
-    kb = _status_kb("VmRSS")
-    if kb is not None:
-        return kb * 1024
-    import psutil  # not Linux: psutil (a dependency of accelerate) reads RSS elsewhere
-
-    return psutil.Process().memory_info().rss
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's high-water mark of RSS (``VmHWM``; Linux >= 4.0: write 5 to clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status_kb("VmHWM") is not None
-    except OSError:
-        return False
-
-
 class PeakMemory:
     """Peak memory of a block above the memory live when it starts.
 
@@ -161,10 +122,10 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline_bytes = torch.cuda.memory_allocated(self.device)
             return self
-        _malloc_trim()
-        self.baseline_bytes = _rss_bytes()
+        malloc_trim()
+        self.baseline_bytes = rss_bytes()
         self._sampled = self.baseline_bytes
-        self._hwm = _reset_peak_rss()
+        self._hwm = reset_peak_rss()
         self.method = "VmHWM reset (exact peak RSS)" if self._hwm else "RSS sampled every 1 ms"
         self._stop = threading.Event()
         self._thread = None
@@ -175,7 +136,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.001):
-            self._sampled = max(self._sampled, _rss_bytes())
+            self._sampled = max(self._sampled, rss_bytes())
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
@@ -185,9 +146,9 @@ class PeakMemory:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join()
-            peak = max(self._sampled, _rss_bytes())
+            peak = max(self._sampled, rss_bytes())
             if self._hwm:
-                peak = max(peak, _status_kb("VmHWM") * 1024)
+                peak = max(peak, peak_rss_bytes() or 0)
         self.peak_bytes = max(0, peak - self.baseline_bytes)
 
 
@@ -297,6 +258,8 @@ def run_config(model: nn.Module, algorithm: str, mode: str, tasks: list[dict], l
     alg = ALGORITHMS[algorithm](
         inner_lr=lr, inner_steps=args.inner_steps, vmap=(mode == "vmap"), pre_metrics=args.pre_metrics
     )
+    if hasattr(alg, "setup"):  # Meta-SGD: one learned rate per adapted parameter
+        alg.setup(model).to(device)
     row = {"algorithm": algorithm, "mode": mode, "meta_batch_size": len(tasks), "second_order": alg.second_order}
     try:
         alg.use_vmap(model, tasks)
@@ -357,74 +320,32 @@ def _status_cell(row: dict) -> str:
     return f"fails: {reason[:90]}"
 
 
-def markdown_table(rows: list[dict]) -> str:
+def results_table(rows: list[dict]) -> str:
     loops = {(r["model"], r["algorithm"]): r for r in rows if r["mode"] == "loop" and r["status"] == "ok"}
-    lines = [
-        "| model | algorithm | mode | meta-batch | ms / meta-iter | tasks/s | peak MB | vmap vs loop | status |",
-        "|---|---|---|---:|---:|---:|---:|---|---|",
-    ]
-    for r in rows:
-        ok = r["status"] == "ok"
-        vs = ""
+
+    def vmap_vs_loop(r: dict) -> str:
         base = loops.get((r["model"], r["algorithm"]))
-        if ok and r["mode"] == "vmap" and base is not None:
-            speed = r["tasks_per_second"] / base["tasks_per_second"]
-            mem = r["peak_memory_mb"] / base["peak_memory_mb"] if base["peak_memory_mb"] > 0 else float("nan")
-            vs = f"{speed:.2f}x speed, {mem:.2f}x memory"
-        cells = [
-            r["model"],
-            r["algorithm"] + ("" if r["second_order"] else " (1st order)"),
-            r["mode"],
-            str(r["meta_batch_size"]),
-            f"{r['ms_per_iteration']:.1f}" if ok else "-",
-            f"{r['tasks_per_second']:.1f}" if ok else "-",
-            f"{r['peak_memory_mb']:.0f}" if ok else "-",
-            vs,
-            _status_cell(r),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        if r["status"] != "ok" or r["mode"] != "vmap" or base is None:
+            return ""
+        speed = r["tasks_per_second"] / base["tasks_per_second"]
+        mem = r["peak_memory_mb"] / base["peak_memory_mb"] if base["peak_memory_mb"] > 0 else float("nan")
+        return f"{speed:.2f}x speed, {mem:.2f}x memory"
 
+    def ok(fmt: str, key: str):
+        return lambda r: fmt.format(r[key]) if r["status"] == "ok" else "-"
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True)
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def environment(device: torch.device, threads: int) -> dict:
-    env = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "threads": threads,
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "git_commit": _git_commit(),
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
+    columns = [
+        ("model", "model"),
+        ("algorithm", lambda r: r["algorithm"] + ("" if r["second_order"] else " (1st order)")),
+        ("mode", "mode"),
+        ("meta-batch", "meta_batch_size"),
+        ("ms / meta-iter", ok("{:.1f}", "ms_per_iteration")),
+        ("tasks/s", ok("{:.1f}", "tasks_per_second")),
+        ("peak MB", ok("{:.0f}", "peak_memory_mb")),
+        ("vmap vs loop", vmap_vs_loop),
+        ("status", _status_cell),
+    ]
+    return markdown_table(rows, columns)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -433,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key, value in QUICK.items():
             setattr(args, key, value)
     models = _split(args.models, MODELS, "models")
-    algorithms = _split(args.algorithms, ALGORITHMS, "algorithms")
+    algorithms = _split(args.algorithms, INNER_LOOP_ALGORITHMS, "algorithms")
     modes = _split(args.modes, MODES, "modes")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -444,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
-    env = environment(device, threads)
+    env = environment(threads=threads, device=device)
     load = env["load_average_at_start"]
     if device.type == "cpu" and load and load[0] > 0.5:
         print(
@@ -488,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
         "total_seconds": time.perf_counter() - started,
         "results": rows,
     }
-    table = markdown_table(rows)
+    table = results_table(rows)
     print()
     print(table)
     methods = sorted({r["memory_method"] for r in rows if r["status"] == "ok"})

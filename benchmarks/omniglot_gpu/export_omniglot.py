@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from hf_transfer_meta.meta import EpisodeCollator, EpisodeDataset, omniglot_meta_splits
-from hf_transfer_meta.meta.episodes import to_pixel_values
+from hf_transfer_meta.meta.data.collator import to_pixel_values
 
 ROT = [0, 90, 180, 270]
 split = omniglot_meta_splits()

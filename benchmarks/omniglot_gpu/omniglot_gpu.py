@@ -1,17 +1,18 @@
 """Device run (the lent GPU has no `datasets`/pyarrow, so no MetaTrainer there): the library's Conv4 + MAML / ProtoNet
 objects in a plain Adam loop, on the project's Omniglot protocol exported by export_omniglot.py (same pixels, same 600
-fixed test episodes as recipes/meta/run_few_shot.py). Training episodes: 5 (or N) classes from small1's 136
-characters x 4 rotations, rows drawn without replacement, labels 0..N-1 class by class (as EpisodeDataset).
+fixed test episodes as recipes/meta/run_few_shot.py), scored by the library's episode evaluation. Training episodes:
+5 (or N) classes from small1's 136 characters x 4 rotations, rows drawn without replacement, labels 0..N-1 class by
+class (as EpisodeDataset). It imports only the torch-only parts of the library (algorithms, models, evaluation).
 
-Runs behind the issue-4 numbers (one H200, torch 2.11; both commands ran side by side, 420 s of training each):
+The runs of benchmarks/README.md:
 
     python omniglot_gpu.py --export omniglot_export.npz --algorithm maml --seconds 420 --schedule linear_time \
-        --meta_batch_size 32 --n_query 15 --inner_lr 0.4 --eval_inner_steps 3 --eval_k_shots 1 5 --out maml
+        --meta_batch_size 32 --n_query 15 --inner_lr 0.4 --eval_inner_steps 3 --k_shot_sweep 1 5 --out maml
     python omniglot_gpu.py --export omniglot_export.npz --algorithm protonet --seconds 420 --schedule linear_time \
-        --n_way 60 --n_query 5 --eval_k_shots 1 5 --out protonet
+        --n_way 60 --n_query 5 --k_shot_sweep 1 5 --out protonet
     # early stopping on a held-out small1 alphabet (140 s, 30- and 60-way side by side)
     python omniglot_gpu.py --export omniglot_export.npz --algorithm protonet --seconds 140 --schedule linear_time \
-        --n_way 30 --n_query 5 --val_alphabet Balinese --val_every 1000 --eval_k_shots 1 5 --out p30
+        --n_way 30 --n_query 5 --val_alphabet Balinese --val_every 1000 --k_shot_sweep 1 5 --out p30
 """
 
 import argparse
@@ -19,23 +20,17 @@ import json
 import os
 import sys
 import time
-import types
+from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402,F401  (before any stub)
 
-if os.environ.get("FORCE_STUB") or __import__("importlib.util").util.find_spec("datasets") is None:
+from hf_transfer_meta.meta.algorithms import MAML, ProtoNet
+from hf_transfer_meta.meta.evaluation import evaluate_episodes
+from hf_transfer_meta.meta.models import Conv4, Conv4Backbone
 
-    class _Stub(types.ModuleType):  # only satisfies `import datasets` in modules this script does not use
-        def __getattr__(self, name):
-            return type(name, (), {})
-
-    sys.modules["datasets"] = _Stub("datasets")
-
-from hf_transfer_meta.meta.algorithms import MAML, ProtoNet  # noqa: E402
-from hf_transfer_meta.meta.metrics import mean_ci95  # noqa: E402
-from hf_transfer_meta.meta.models import Conv4, Conv4Backbone  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for common.py
+from common import environment  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--algorithm", choices=["maml", "protonet"], required=True)
@@ -50,7 +45,7 @@ p.add_argument("--schedule", choices=["constant", "linear", "linear_time"], defa
 p.add_argument("--inner_lr", type=float, default=0.4)
 p.add_argument("--inner_steps", type=int, default=1)
 p.add_argument("--eval_inner_steps", type=int, default=3)
-p.add_argument("--eval_k_shots", type=int, nargs="+", default=[1])
+p.add_argument("--k_shot_sweep", "--eval_k_shots", type=int, nargs="+", default=[1], help="K of the test episodes")
 p.add_argument("--eval_episodes", type=int, default=600)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--val_alphabet", default=None, help="hold this small1 alphabet out of training; early-stop on it")
@@ -111,24 +106,9 @@ if a.val_alphabet is not None:  # fixed validation episodes: 5-way 1-shot 15-que
         val_plans.append(([r[:1] for r in rows], [r[1:] for r in rows], pool % 4))
 
 
-def accuracies(images, plans) -> tuple[list[float], list[float]]:
-    """Per-episode query accuracy after adaptation, and before it (MAML only), over ``(support, query, rot)`` plans."""
-    post, pre = [], []
-    for sup, qry, rot in plans:
-        ep = episode(images, sup, qry, rot)
-        y = ep["query_labels"]
-        if a.algorithm == "maml":
-            logits = algo.adapt_and_predict(model, ep, steps=a.eval_inner_steps)
-            with torch.no_grad():
-                pre.append((model(ep["query"]["pixel_values"]).argmax(-1) == y).float().mean().item())
-        else:
-            logits = algo.adapt_and_predict(model, ep)
-        post.append((logits.argmax(-1) == y).float().mean().item())
-    return post, pre
-
-
-def evaluate(images, plans) -> float:
-    return float(np.mean(accuracies(images, plans)[0]))
+def evaluate(images, plans):
+    """The library's episode evaluation over ``(support rows, query rows, rotations)`` plans."""
+    return evaluate_episodes(algo, model, ([episode(images, *plan)] for plan in plans), steps=a.eval_inner_steps)
 
 
 if a.algorithm == "maml":
@@ -167,14 +147,14 @@ while step < a.max_steps and time.time() - start < a.seconds:
         print(json.dumps(rec), flush=True)
         loss_sum = acc_sum = 0.0
     if val_plans and step % a.val_every == 0:
-        v = evaluate(train_rot, val_plans)
+        v = evaluate(train_rot, val_plans).scores.mean().item()
         val_log.append({"step": step, "val_accuracy": v})
         if v > best[0]:
             best = (v, step, {k: t.detach().clone() for k, t in model.state_dict().items()})
         print(json.dumps(val_log[-1]), flush=True)
 train_s = time.time() - start
 if val_plans:
-    v = evaluate(train_rot, val_plans)
+    v = evaluate(train_rot, val_plans).scores.mean().item()
     val_log.append({"step": step, "val_accuracy": v})
     if v > best[0]:
         best = (v, step, None)
@@ -186,20 +166,21 @@ results = {
     "steps": step,
     "train_seconds": train_s,
     "device": str(torch.cuda.get_device_name()) if dev.type == "cuda" else "cpu",
-    "torch": torch.__version__,
+    "environment": environment(device=dev),
     "log": log,
     "val_log": val_log,
     "best_val": {"accuracy": best[0], "step": best[1]} if val_plans else None,
 }
-for k in a.eval_k_shots:
+for k in a.k_shot_sweep:
     t0 = time.time()
     plans = [tuple(data[f"eval{k}_{part}"][i] for part in ("support", "query", "rot")) for i in range(a.eval_episodes)]
-    accs, pre = accuracies(test_rot, plans)
-    m, ci = mean_ci95(accs)
-    results[f"test_5way_{k}shot"] = {"accuracy": m, "ci95": ci, "episodes": len(accs), "seconds": time.time() - t0}
-    if pre:
-        results[f"test_5way_{k}shot"]["pre_adaptation_accuracy"] = float(np.mean(pre))
-    print(f"test 5-way {k}-shot: {100 * m:.2f} +- {100 * ci:.2f} ({len(accs)} episodes)", flush=True)
+    metrics = evaluate(test_rot, plans).metrics("test")
+    m, ci = metrics["test_accuracy"], metrics["test_accuracy_ci95"]
+    results[f"test_5way_{k}shot"] = {"accuracy": m, "ci95": ci, "episodes": metrics["test_episodes"]}
+    results[f"test_5way_{k}shot"]["seconds"] = time.time() - t0
+    if "test_pre_adaptation_accuracy" in metrics:
+        results[f"test_5way_{k}shot"]["pre_adaptation_accuracy"] = metrics["test_pre_adaptation_accuracy"]
+    print(f"test 5-way {k}-shot: {100 * m:.2f} +- {100 * ci:.2f} ({metrics['test_episodes']} episodes)", flush=True)
 torch.save(model.state_dict(), os.path.join(a.out, "model.pt"))
 with open(os.path.join(a.out, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

@@ -9,10 +9,10 @@ Data sets (class-disjoint meta-train / meta-test):
   clinc150  ../shared/data/clinc150: the 150 intents split 60/20/20 by class (seeded), utterances as text.
   digits    scikit-learn's bundled digits: meta-train on 0-5, meta-test on 6-9 (works on any machine).
 
-Examples (2 CPU cores; see the issue notes for measured numbers)::
+Examples (measured numbers: the README and benchmarks/README.md)::
 
     python recipes/meta/run_few_shot.py --dataset omniglot --algorithm protonet --n_way 20 --k_shot 1 --n_query 5 \
-        --eval_n_way 5 --eval_k_shots 1 5 --max_steps 2000 --output_dir runs/omniglot-protonet
+        --eval_n_way 5 --k_shot_sweep 1 5 --max_steps 2000 --output_dir runs/omniglot-protonet
     python recipes/meta/run_few_shot.py --dataset omniglot --algorithm maml --n_way 5 --k_shot 1 --inner_lr 0.4 \
         --eval_inner_steps 3 --meta_batch_size 32 --max_steps 3000 --output_dir runs/omniglot-maml
     python recipes/meta/run_few_shot.py --dataset clinc150 --model_name_or_path sentence-transformers/all-MiniLM-L6-v2 \
@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 import transformers
@@ -37,10 +38,10 @@ from hf_transfer_meta.meta import (
     Conv4ForImageClassification,
     Conv4Model,
     EpisodeCollator,
-    EpisodeDataset,
     MetaTrainer,
     MetaTrainingArguments,
     RandomAffine,
+    fixed_eval_episodes,
     load_clinc150,
     load_digits_dataset,
     omniglot_meta_splits,
@@ -80,9 +81,11 @@ class DataArguments:
     )
     image_size: int = field(default=28, metadata={"help": "Omniglot image side."})
     max_length: int = field(default=64, metadata={"help": "Token limit for text."})
-    eval_k_shots: list[int] = field(
-        default_factory=lambda: [], metadata={"help": "Evaluate at each of these K (default: eval_k_shot or k_shot)."}
+    k_shot_sweep: list[int] = field(
+        default_factory=lambda: [],
+        metadata={"help": "The final evaluation runs once per K in this list (default: eval_k_shot or k_shot)."},
     )
+    eval_k_shots: list[int] | None = field(default=None, metadata={"help": "Deprecated name of --k_shot_sweep."})
     class_split_seed: int = field(default=0, metadata={"help": "Seed of the class split (clinc150)."})
     eval_split: str = field(
         default="test",
@@ -96,6 +99,15 @@ class DataArguments:
         default=False,
         metadata={"help": "Random affine warp (+-10 deg, +-10% shift, x0.9-1.1) of meta-training images."},
     )
+
+    def __post_init__(self):
+        if self.eval_k_shots:
+            warnings.warn(
+                "--eval_k_shots is deprecated and will be removed in the next release: use --k_shot_sweep.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            self.k_shot_sweep = list(self.eval_k_shots)
 
 
 def load_splits(data: DataArguments):
@@ -210,16 +222,11 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save_state()
     results["meta"] = trainer.meta_summary()
 
-    k_shots = data.eval_k_shots or [args.eval_k_shot or args.k_shot]
+    k_shots = data.k_shot_sweep or [args.eval_k_shot or args.k_shot]
     for k in k_shots:
         n = args.eval_n_way or args.n_way
-        episodes = EpisodeDataset(
-            final, n, k, args.eval_n_query or args.n_query, label_column=args.label_column,
-            num_episodes=args.eval_episodes, seed=args.episode_seed + 1, rotations=args.rotations,
-            image_column=args.image_column, fixed=True,
-        )  # fmt: skip
         prefix = f"{data.eval_split}_{n}way_{k}shot"
-        metrics = trainer.evaluate(episodes, metric_key_prefix=prefix)
+        metrics = trainer.evaluate(fixed_eval_episodes(final, args, k_shot=k), metric_key_prefix=prefix)
         trainer.log_metrics(prefix, metrics)
         trainer.save_metrics(prefix, metrics)
         results["eval"][prefix] = metrics

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-__all__ = ["META_ALGORITHMS", "MetaTrainingArguments"]
+from ._lazy import renamed
+from .algorithms import ALGORITHMS
 
-META_ALGORITHMS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "finetune")
+__all__ = ["MetaTrainingArguments"]
 
 
 @dataclass
@@ -30,9 +31,7 @@ class MetaTrainingArguments(TrainingArguments):
 
     algorithm: str = field(
         default="maml",
-        metadata={
-            "help": f"Meta-learning algorithm: one of {', '.join(META_ALGORITHMS)} ('finetune' evaluates only)."
-        },
+        metadata={"help": f"Meta-learning algorithm: one of {', '.join(ALGORITHMS)} ('finetune' evaluates only)."},
     )
     n_way: int = field(default=5, metadata={"help": "Classes per episode (N)."})
     k_shot: int = field(default=1, metadata={"help": "Support examples per class (K)."})
@@ -103,8 +102,8 @@ class MetaTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         self.algorithm = self.algorithm.lower().replace("-", "").replace("_", "")
-        if self.algorithm not in META_ALGORITHMS:
-            raise ValueError(f"algorithm={self.algorithm!r} is not one of {META_ALGORITHMS}.")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={self.algorithm!r} is not one of {tuple(ALGORITHMS)}.")
         if self.first_order and self.algorithm == "maml":
             self.algorithm = "fomaml"
         for name in ("n_way", "k_shot", "n_query", "eval_episodes"):
@@ -141,3 +140,10 @@ class MetaTrainingArguments(TrainingArguments):
 
             return regex_selector(self.adapt[3:])
         return self.adapt
+
+
+def __getattr__(name: str):
+    if name == "META_ALGORITHMS":
+        renamed(f"{__name__}.META_ALGORITHMS", "tuple(hf_transfer_meta.meta.ALGORITHMS)")
+        return tuple(ALGORITHMS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,13 +20,18 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..layer_map import LayerMap
+from ..model_utils import unwrap_model
+from ._lazy import renamed
+
+if TYPE_CHECKING:
+    from ..transfer.layer_map import LayerMap
 
 __all__ = [
     "AdaptSpec",
@@ -34,7 +39,7 @@ __all__ = [
     "adapted_names",
     "buffers_copy",
     "call_model",
-    "forward",
+    "functional_logits",
     "inner_loop",
     "output_tensor",
     "param_dict",
@@ -47,20 +52,6 @@ __all__ = [
 AdaptSpec = str | int | Sequence[str | int] | Callable[[str], bool]
 LossSpec = str | Callable[[Tensor, Tensor], Tensor]
 LearningRate = float | Tensor | Mapping[str, Tensor | float]
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module that holds the architecture: below PEFT, DDP/DataParallel and ``torch.compile`` wrappers."""
-    seen = set()
-    while id(model) not in seen:
-        seen.add(id(model))
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft.PeftModel
-            model = model.get_base_model()
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(getattr(model, "module", None), nn.Module) and len(list(model.children())) == 1:
-            model = model.module
-    return model
 
 
 def param_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -115,7 +106,7 @@ def call_model(model: nn.Module, inputs: Mapping[str, Tensor], params: Mapping[s
     return functional_call(model, dict(params), args=args, kwargs=kwargs, strict=False)
 
 
-def forward(model: nn.Module, params: Mapping[str, Tensor], inputs: Mapping[str, Tensor]) -> Tensor:
+def functional_logits(model: nn.Module, params: Mapping[str, Tensor], inputs: Mapping[str, Tensor]) -> Tensor:
     """``model(**inputs)`` with ``params`` (parameters and buffers) in place of the model's own; returns the logits."""
     return output_tensor(call_model(model, inputs, params))
 
@@ -187,6 +178,8 @@ def adapted_names(
 
 
 def _layer_map(model: nn.Module, layer_map: LayerMap | Mapping | None) -> LayerMap:
+    from ..transfer.layer_map import LayerMap  # on demand: plain "all"/"head"-free specs need no layer map
+
     if isinstance(layer_map, LayerMap):
         return layer_map
     try:
@@ -227,7 +220,7 @@ def inner_loop(
     """
 
     def support_loss(p: dict[str, Tensor], rest: dict[str, Tensor]) -> Tensor:
-        return loss_fn(forward(model, {**rest, **p}, inputs), labels)
+        return loss_fn(functional_logits(model, {**rest, **p}, inputs), labels)
 
     # ``fixed`` is an argument, not a closure: BatchNorm may update running statistics (on the copies) in place,
     # which torch.func refuses for captured tensors.
@@ -247,3 +240,10 @@ def regex_selector(pattern: str) -> Callable[[str], bool]:
     """An ``adapt`` callable selecting parameters whose name matches ``pattern`` (``re.search``)."""
     compiled = re.compile(pattern)
     return lambda name: compiled.search(name) is not None
+
+
+def __getattr__(name: str):
+    if name == "forward":
+        renamed(f"{__name__}.forward", f"{__name__}.functional_logits")
+        return functional_logits
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

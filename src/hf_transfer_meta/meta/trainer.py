@@ -38,59 +38,30 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import speed_metrics
 
-from .algorithms import (
-    ALGORITHMS,
-    ANIL,
-    FOMAML,
-    MAML,
-    FineTune,
-    InnerLoopAlgorithm,
-    MetaAlgorithm,
-    MetaSGD,
-    ProtoNet,
-    Reptile,
-)
+from .algorithms import FineTuneBaseline, InnerLoopAlgorithm, MetaAlgorithm, MetaSGD, ProtoNet, build_algorithm
 from .arguments import MetaTrainingArguments
-from .episodes import EpisodeCollator, EpisodeDataset
-from .functional import forward, unwrap_model
-from .metrics import mean_ci95
+from .data.collator import EpisodeCollator
+from .data.episodes import EpisodeDataset
+from .evaluation import evaluate_episodes
+from .functional import unwrap_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ALGORITHM_FILE", "MetaTrainer", "build_algorithm"]
+__all__ = ["ALGORITHM_FILE", "MetaTrainer", "build_algorithm", "fixed_eval_episodes"]
 
 ALGORITHM_FILE = "meta_algorithm.safetensors"
 
 
-def build_algorithm(args: MetaTrainingArguments, model: nn.Module | None = None) -> MetaAlgorithm:
-    """The algorithm named by ``args.algorithm``, configured from the arguments (Meta-SGD's rates made for ``model``)."""
-    inner = dict(
-        inner_lr=args.inner_lr,
-        inner_steps=args.inner_steps,
-        adapt=args.adapt_spec,
-        vmap=args.vmap_mode,
-        eval_steps=args.eval_inner_steps,
-        eval_lr=args.eval_inner_lr,
-    )
-    name = args.algorithm
-    if name == "protonet":
-        return ProtoNet(
-            embedding=args.embedding, distance=args.protonet_distance, temperature=args.protonet_temperature
-        )
-    if name == "maml":
-        return MAML(**inner)
-    if name == "fomaml":
-        return FOMAML(**inner)
-    if name == "anil":
-        return ANIL(**inner)
-    if name == "reptile":
-        return Reptile(**inner)
-    if name == "metasgd":
-        algorithm = MetaSGD(lr_shape=args.metasgd_lr_shape, **inner)
-        return algorithm.setup(model) if model is not None else algorithm
-    if name == "finetune":
-        return FineTune()
-    raise ValueError(f"Unknown algorithm {name!r}: choose one of {sorted(ALGORITHMS)}.")
+def fixed_eval_episodes(
+    dataset: datasets.Dataset, args: MetaTrainingArguments, k_shot: int | None = None
+) -> EpisodeDataset:
+    """The fixed test episodes of a raw labelled dataset: ``eval_n_way`` x (``k_shot`` or ``eval_k_shot``) x
+    ``eval_n_query`` (defaults: the training shape), ``eval_episodes`` of them, seeded by ``episode_seed + 1``."""
+    return EpisodeDataset(
+        dataset, args.eval_n_way or args.n_way, k_shot or args.eval_k_shot or args.k_shot,
+        args.eval_n_query or args.n_query, label_column=args.label_column, num_episodes=args.eval_episodes,
+        seed=args.episode_seed + 1, rotations=args.rotations, image_column=args.image_column, fixed=True,
+    )  # fmt: skip
 
 
 def _as_meta_args(args: TrainingArguments | None) -> MetaTrainingArguments:
@@ -126,7 +97,7 @@ class MetaTrainer(Trainer):
         data_collator: default :class:`EpisodeCollator` with ``processing_class`` (tokenizer or image processor).
         algorithm: a :class:`MetaAlgorithm` instance, overriding ``args.algorithm``.
         train_transform: ``example -> example`` applied to every row of the meta-training episodes built from a raw
-            ``train_dataset`` (augmentation, e.g. :class:`~hf_transfer_meta.meta.augment.RandomAffine`); evaluation
+            ``train_dataset`` (augmentation, e.g. :class:`~hf_transfer_meta.meta.data.augment.RandomAffine`); evaluation
             episodes are never transformed. Pass your own ``EpisodeDataset(transform=...)`` for other cases.
 
     Everything else is `Trainer`'s: ``report_to``, ``push_to_hub``, ``resume_from_checkpoint``, callbacks,
@@ -208,11 +179,7 @@ class MetaTrainer(Trainer):
                 f"eval_episodes={args.eval_episodes}: few-shot accuracy is reported over at least 600 test episodes.",
                 stacklevel=3,
             )
-        return EpisodeDataset(
-            dataset, args.eval_n_way or args.n_way, args.eval_k_shot or args.k_shot, args.eval_n_query or args.n_query,
-            label_column=args.label_column, num_episodes=args.eval_episodes, seed=args.episode_seed + 1,
-            rotations=args.rotations, image_column=args.image_column, fixed=True,
-        )  # fmt: skip
+        return fixed_eval_episodes(dataset, args)
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model=None):
@@ -227,7 +194,7 @@ class MetaTrainer(Trainer):
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if isinstance(self.algorithm, FineTune):
+        if isinstance(self.algorithm, FineTuneBaseline):
             raise ValueError(
                 "algorithm='finetune' is the transfer baseline: it has no meta-training. Train the model with "
                 "TransferTrainer (or Trainer) on the base classes, then call MetaTrainer(...).evaluate()."
@@ -321,48 +288,22 @@ class MetaTrainer(Trainer):
             return metrics
         dataset = self._episodes(dataset, self.args, train=False, warn=False)
         self._memory_tracker.start()
-        dataloader = self.get_eval_dataloader(dataset)
-        model = unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        algorithm = self.algorithm
-        steps, lr = self.args.eval_inner_steps, self.args.eval_inner_lr
-        gradient_based = isinstance(algorithm, InnerLoopAlgorithm)
-        scores, pre_scores, losses = [], [], []
-        regression = None
         start = time.time()
-        for inputs in dataloader:
-            inputs = self._prepare_inputs(inputs)
-            batch_scores, batch_pre, batch_losses = [], [], []
-            for task in inputs["tasks"]:
-                labels = task["query_labels"]
-                logits = algorithm.adapt_and_predict(model, task, steps=steps, lr=lr)
-                regression = labels.dtype.is_floating_point
-                batch_losses.append(_loss(logits, labels))
-                batch_scores.append(_score(logits, labels))
-                if gradient_based:
-                    with torch.no_grad():
-                        fast, fixed = algorithm.split_params(model)
-                        batch_pre.append(_score(forward(model, {**fixed, **fast}, task["query"]), labels))
-            scores.append(self.accelerator.gather_for_metrics(torch.stack(batch_scores)))
-            losses.append(self.accelerator.gather_for_metrics(torch.stack(batch_losses)))
-            if gradient_based:
-                pre_scores.append(self.accelerator.gather_for_metrics(torch.stack(batch_pre)))
-            self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
-        model.train(was_training)
 
-        scores = torch.cat(scores).double().cpu().numpy()
-        name = "mse" if regression else "accuracy"
-        mean, ci95 = mean_ci95(scores)
-        metrics = {
-            f"{metric_key_prefix}_{name}": mean,
-            f"{metric_key_prefix}_{name}_ci95": ci95,
-            f"{metric_key_prefix}_loss": torch.cat(losses).double().mean().item(),
-            f"{metric_key_prefix}_episodes": len(scores),
-        }
-        if gradient_based:
-            metrics[f"{metric_key_prefix}_pre_adaptation_{name}"] = torch.cat(pre_scores).double().mean().item()
-        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(scores)))
+        def on_batch() -> None:
+            self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
+
+        result = evaluate_episodes(
+            self.algorithm,
+            unwrap_model(self.model),
+            (self._prepare_inputs(inputs)["tasks"] for inputs in self.get_eval_dataloader(dataset)),
+            steps=self.args.eval_inner_steps,
+            lr=self.args.eval_inner_lr,
+            gather=self.accelerator.gather_for_metrics,
+            on_batch=on_batch,
+        )
+        metrics = result.metrics(metric_key_prefix)
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(result)))
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         self._memory_tracker.stop_and_update_metrics(metrics)
@@ -398,15 +339,3 @@ class MetaTrainer(Trainer):
         if transform is not None:
             summary["train_augmentation"] = repr(transform)
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in summary.items()}
-
-
-def _score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if labels.dtype.is_floating_point:
-        return torch.mean((logits.reshape(labels.shape).float() - labels.float()) ** 2)
-    return (logits.argmax(-1) == labels).float().mean()
-
-
-def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if labels.dtype.is_floating_point:
-        return _score(logits, labels)
-    return torch.nn.functional.cross_entropy(logits.float(), labels)

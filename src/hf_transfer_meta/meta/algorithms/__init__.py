@@ -1,33 +1,32 @@
 """Meta-learning algorithms with one interface: ``meta_loss(model, tasks)`` and ``adapt_and_predict(model, episode)``.
 
-* :class:`ProtoNet` (Snell et al. 2017), metric-based;
-* :class:`MAML`, :class:`FOMAML`, :class:`ANIL`, :class:`MetaSGD` (Finn et al. 2017; Raghu et al. 2020; Li et al.
-  2017), and :class:`Reptile` (Nichol et al. 2018), gradient-based, by a functional inner loop;
-* :class:`FineTune`, the transfer baseline (Chen et al. 2019).
+* :class:`ProtoNet`, metric-based;
+* :class:`MAML`, :class:`FOMAML`, :class:`ANIL`, :class:`MetaSGD` and :class:`Reptile`, gradient-based, by a
+  functional inner loop;
+* :class:`FineTuneBaseline`, the transfer baseline (evaluation only).
+
+Each class registers its ``algorithm=`` name in :data:`ALGORITHMS` (``registry.py``). They import with torch alone.
 """
 
+from .._lazy import renamed as _renamed
 from .base import EPISODE_KEYS, InnerLoopAlgorithm, MetaAlgorithm, MetaOutput, check_episode, stack_tasks
-from .finetune import FineTune
-from .maml import ANIL, FOMAML, MAML, MetaSGD
-from .protonet import ProtoNet, embed, prototypes, squared_euclidean
-from .reptile import Reptile
+from .registry import ALGORITHMS, build_algorithm, register_algorithm
 
-ALGORITHMS = {
-    "protonet": ProtoNet,
-    "maml": MAML,
-    "fomaml": FOMAML,
-    "anil": ANIL,
-    "metasgd": MetaSGD,
-    "reptile": Reptile,
-    "finetune": FineTune,
-}
+# isort: off
+# The import order is the registration order, i.e. the order of the `algorithm` choices.
+from .protonet import ProtoNet, embed, prototypes, squared_euclidean
+from .maml import ANIL, FOMAML, MAML, MetaSGD
+from .reptile import Reptile
+from .finetune_baseline import FineTuneBaseline
+
+# isort: on
 
 __all__ = [
     "ALGORITHMS",
     "ANIL",
     "EPISODE_KEYS",
     "FOMAML",
-    "FineTune",
+    "FineTuneBaseline",
     "InnerLoopAlgorithm",
     "MAML",
     "MetaAlgorithm",
@@ -35,9 +34,18 @@ __all__ = [
     "MetaSGD",
     "ProtoNet",
     "Reptile",
+    "build_algorithm",
     "check_episode",
     "embed",
     "prototypes",
+    "register_algorithm",
     "squared_euclidean",
     "stack_tasks",
 ]
+
+
+def __getattr__(name: str):
+    if name == "FineTune":
+        _renamed(f"{__name__}.FineTune", f"{__name__}.FineTuneBaseline")
+        return FineTuneBaseline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

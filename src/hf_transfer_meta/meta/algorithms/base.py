@@ -19,30 +19,34 @@ import contextlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ...layer_map import LayerMap
+from ...model_utils import is_peft_model, is_transformers_model
 from ..functional import (
     AdaptSpec,
     LearningRate,
     LossSpec,
     adapted_names,
     buffers_copy,
-    forward,
+    functional_logits,
     inner_loop,
     param_dict,
     resolve_loss,
     unwrap_model,
 )
 
+if TYPE_CHECKING:
+    from ...transfer.layer_map import LayerMap
+
 __all__ = [
     "EPISODE_KEYS",
     "InnerLoopAlgorithm",
     "MetaAlgorithm",
     "MetaOutput",
+    "accuracy",
     "check_episode",
     "query_metrics",
     "task_outputs_metrics",
@@ -126,8 +130,13 @@ def _unbind(tree: Any, n: int) -> list:
     raise TypeError(f"Cannot split {type(tree).__name__} outputs by task.")
 
 
+def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of ``logits.argmax(-1)`` equal to ``labels`` (a 0-d float tensor)."""
+    return (logits.argmax(-1) == labels).float().mean()
+
+
 def _accuracy(logits: Tensor, labels: Tensor) -> float:
-    return (logits.argmax(-1) == labels).float().mean().item()
+    return accuracy(logits, labels).item()
 
 
 def query_metrics(
@@ -173,8 +182,19 @@ class MetaAlgorithm(nn.Module):
 
     second_order: bool = False
 
+    @classmethod
+    def from_args(cls, args, model: nn.Module | None = None) -> MetaAlgorithm:
+        """The algorithm configured from :class:`~hf_transfer_meta.meta.MetaTrainingArguments` (what
+        ``build_algorithm`` calls); the default takes no argument."""
+        return cls()
+
     def meta_loss(self, model: nn.Module, tasks: Sequence[Episode]) -> MetaOutput:
         raise NotImplementedError
+
+    def unadapted_logits(self, model: nn.Module, episode: Episode) -> Tensor | None:
+        """Query logits before any adaptation, for the pre-adaptation metrics; ``None`` when the algorithm has no
+        such notion (ProtoNet)."""
+        return None
 
     def adapt_and_predict(
         self, model: nn.Module, episode: Episode, steps: int | None = None, lr: float | None = None
@@ -193,8 +213,8 @@ def _has_tracked_batchnorm_in_training(model: nn.Module) -> bool:
 
 
 def _norm_layers(model: nn.Module) -> list[str]:
-    """Class names of the normalisation layers in ``model`` whose second-order vmap is wrong (GroupNorm was measured
-    to vmap correctly; layers marked ``vmap_second_order_safe``, like Conv4's ``norm="batch_ops"``, are built from
+    """Class names of the normalisation layers in ``model`` whose second-order vmap is wrong (GroupNorm vmaps
+    correctly; layers marked ``vmap_second_order_safe``, like Conv4's ``norm="batch_ops"``, are built from
     elementary ops)."""
     return sorted(
         {
@@ -205,14 +225,6 @@ def _norm_layers(model: nn.Module) -> list[str]:
             and not getattr(m, "vmap_second_order_safe", False)
         }
     )
-
-
-def _is_transformers_model(model: nn.Module) -> bool:
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return False
-    return isinstance(unwrap_model(model), PreTrainedModel) or hasattr(model, "get_base_model")
 
 
 class InnerLoopAlgorithm(MetaAlgorithm):
@@ -262,6 +274,22 @@ class InnerLoopAlgorithm(MetaAlgorithm):
         self.pre_metrics = pre_metrics
         self._names_cache: tuple[tuple, list[str]] | None = None
         self._vmap_failed: set[str] = set()
+
+    @classmethod
+    def from_args(cls, args, model: nn.Module | None = None) -> InnerLoopAlgorithm:
+        return cls(**cls.inner_loop_kwargs(args))
+
+    @staticmethod
+    def inner_loop_kwargs(args) -> dict[str, Any]:
+        """The inner-loop options of :class:`~hf_transfer_meta.meta.MetaTrainingArguments` as keyword arguments."""
+        return dict(
+            inner_lr=args.inner_lr,
+            inner_steps=args.inner_steps,
+            adapt=args.adapt_spec,
+            vmap=args.vmap_mode,
+            eval_steps=args.eval_inner_steps,
+            eval_lr=args.eval_inner_lr,
+        )
 
     # ------------------------------------------------------------------ parameters
     def adapted_names(self, model: nn.Module) -> list[str]:
@@ -321,7 +349,13 @@ class InnerLoopAlgorithm(MetaAlgorithm):
         """Query logits after ``steps`` inner steps at ``lr`` on the support set (no graph is kept)."""
         with torch.no_grad():  # torch.func.grad still computes the inner gradients
             params = self.adapt_params(model, episode, steps=steps, lr=lr, first_order=True)
-            return forward(model, params, episode["query"])
+            return functional_logits(model, params, episode["query"])
+
+    def unadapted_logits(self, model: nn.Module, episode: Episode) -> Tensor:
+        """Query logits at the model's own parameters (buffers copied, as in the inner loop)."""
+        with torch.no_grad():
+            fast, fixed = self.split_params(model)
+            return functional_logits(model, {**fixed, **fast}, episode["query"])
 
     def _eval_steps(self, steps: int | None) -> int:
         if steps is not None:
@@ -333,8 +367,8 @@ class InnerLoopAlgorithm(MetaAlgorithm):
         """Whether this meta-batch runs under ``torch.vmap`` (see the ``vmap`` argument).
 
         Second order through a normalisation layer is never vmapped: torch's batching rule for the backward of
-        layer/batch norm is wrong w.r.t. the input (functorch#534; measured on torch 2.13: meta-gradients off by 1%
-        to 100% against finite differences, while the loop matches them), so "auto" loops and ``vmap=True`` raises.
+        layer/batch norm is wrong w.r.t. the input (functorch#534; benchmarks/README.md gives the error measured),
+        so "auto" loops and ``vmap=True`` raises.
         """
         norms = self.second_order and _norm_layers(model)
         if self.vmap is True:
@@ -351,7 +385,9 @@ class InnerLoopAlgorithm(MetaAlgorithm):
         if supports is not None:
             ok = bool(supports)
         else:
-            ok = not _is_transformers_model(model) and not _has_tracked_batchnorm_in_training(model)
+            ok = not (is_transformers_model(model) or is_peft_model(model)) and not _has_tracked_batchnorm_in_training(
+                model
+            )
         return ok and _same_shapes(tasks)
 
     def map_tasks(self, fn: Callable[..., Any], model: nn.Module, tasks: Sequence[Episode]) -> list:

@@ -22,17 +22,19 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..functional import AdaptSpec, LearningRate, LossSpec, forward, inner_loop
+from ..functional import AdaptSpec, LearningRate, LossSpec, functional_logits, inner_loop
 from .base import Episode, InnerLoopAlgorithm, MetaOutput, VmapMode, _as_tasks, task_outputs_metrics
+from .registry import register_algorithm
 
 __all__ = ["ANIL", "FOMAML", "MAML", "MetaSGD"]
 
 
+@register_algorithm("maml")
 class MAML(InnerLoopAlgorithm):
-    """Model-Agnostic Meta-Learning (Finn et al. 2017), second order unless ``first_order=True``.
+    """Model-Agnostic Meta-Learning, second order unless ``first_order=True``.
 
     Args:
-        inner_lr: inner SGD learning rate (Finn et al.: 0.01 sinusoid, 0.4 Omniglot).
+        inner_lr: inner SGD learning rate (the paper: 0.01 sinusoid, 0.4 Omniglot).
         inner_steps: inner steps while meta-training (1 sinusoid, 1 Omniglot 5-way; 5 for 20-way).
         first_order: drop the second-order terms (FOMAML).
         adapt: which parameters the inner loop adapts ("all", "head", "last-K", "lora", names, a callable).
@@ -89,11 +91,11 @@ class MAML(InnerLoopAlgorithm):
                 model, fast0, fixed, support, support_labels, steps=steps, lr=lr, loss_fn=loss_fn,
                 first_order=first_order,
             )  # fmt: skip
-            logits = forward(model, {**fixed, **fast}, query)
+            logits = functional_logits(model, {**fixed, **fast}, query)
             out = {"loss": loss_fn(logits, query_labels), "logits": logits.detach()}
             if pre:
                 with torch.no_grad():
-                    logits_pre = forward(model, {**fixed, **fast0}, query)
+                    logits_pre = functional_logits(model, {**fixed, **fast0}, query)
                     out["loss_pre"] = loss_fn(logits_pre, query_labels)
                     out["logits_pre"] = logits_pre
             return out
@@ -104,8 +106,9 @@ class MAML(InnerLoopAlgorithm):
         return MetaOutput(losses.mean(), metrics, logits)
 
 
+@register_algorithm("fomaml")
 class FOMAML(MAML):
-    """First-order MAML (Finn et al. 2017, section 5.2): the meta-gradient is the query gradient at the adapted
+    """First-order MAML (section 5.2 of the MAML paper): the meta-gradient is the query gradient at the adapted
     parameters. No graph through the inner loop: memory as plain training, and it works through DDP."""
 
     def __init__(self, inner_lr: float = 0.01, inner_steps: int = 1, adapt: AdaptSpec = "all", **kwargs):
@@ -113,15 +116,17 @@ class FOMAML(MAML):
         super().__init__(inner_lr=inner_lr, inner_steps=inner_steps, first_order=True, adapt=adapt, **kwargs)
 
 
+@register_algorithm("anil")
 class ANIL(MAML):
-    """Almost No Inner Loop (Raghu et al. 2020): only the head (by the layer map, or ``adapt``) adapts per task."""
+    """Almost No Inner Loop: only the head (by the layer map, or ``adapt``) adapts per task."""
 
     def __init__(self, inner_lr: float = 0.01, inner_steps: int = 1, adapt: AdaptSpec = "head", **kwargs):
         super().__init__(inner_lr=inner_lr, inner_steps=inner_steps, adapt=adapt, **kwargs)
 
 
+@register_algorithm("metasgd")
 class MetaSGD(MAML):
-    """Meta-SGD (Li et al. 2017): ``theta' = theta - alpha * grad``, with ``alpha`` learned, one per parameter
+    """Meta-SGD: ``theta' = theta - alpha * grad``, with ``alpha`` learned, one per parameter
     element (``lr_shape="param"``, the paper) or one per tensor (``lr_shape="scalar"``).
 
     The learning rates are parameters of this module: create them for a model before building the optimizer
@@ -146,6 +151,10 @@ class MetaSGD(MAML):
         self.lr_names: list[str] = []
         if model is not None:
             self.setup(model)
+
+    @classmethod
+    def from_args(cls, args, model: nn.Module | None = None) -> MetaSGD:
+        return cls(model=model, lr_shape=args.metasgd_lr_shape, **cls.inner_loop_kwargs(args))
 
     def setup(self, model: nn.Module) -> MetaSGD:
         """Create one learning rate tensor per adapted parameter of ``model``, all equal to ``inner_lr``."""

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...model_utils import is_transformers_model
 from ..functional import call_model, output_tensor, unwrap_model
 from .base import Episode, MetaAlgorithm, MetaOutput, _as_tasks, check_episode, query_metrics
+from .registry import register_algorithm
 
 __all__ = ["EMBEDDINGS", "ProtoNet", "embed", "prototypes", "squared_euclidean"]
 
@@ -51,19 +53,13 @@ def _base_and_prefix(model: nn.Module) -> tuple[nn.Module, str]:
     return base, prefix
 
 
-def _is_transformers(model: nn.Module) -> bool:
-    from transformers import PreTrainedModel
-
-    return isinstance(unwrap_model(model), PreTrainedModel)
-
-
 def _resolve_embedding(model: nn.Module, how: str) -> str:
     if how != "auto":
         return how
     inner = unwrap_model(model)
     base = getattr(inner, "base_model", None)
     has_body = isinstance(base, nn.Module) and base is not inner  # e.g. Conv4: backbone + classifier
-    return "hidden" if _is_transformers(model) or has_body else "output"
+    return "hidden" if is_transformers_model(model) or has_body else "output"
 
 
 def embed(
@@ -124,6 +120,7 @@ def _concatenable(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> bool:
     return set(a) == set(b) and all(a[k].shape[1:] == b[k].shape[1:] for k in a)
 
 
+@register_algorithm("protonet")
 class ProtoNet(MetaAlgorithm):
     """Prototypical Networks: negative squared Euclidean distance to class-mean prototypes as logits.
 
@@ -145,6 +142,10 @@ class ProtoNet(MetaAlgorithm):
         self.embedding = embedding
         self.distance = distance
         self.temperature = temperature
+
+    @classmethod
+    def from_args(cls, args, model: nn.Module | None = None) -> ProtoNet:
+        return cls(embedding=args.embedding, distance=args.protonet_distance, temperature=args.protonet_temperature)
 
     def logits_from_embeddings(self, support: Tensor, support_labels: Tensor, query: Tensor) -> Tensor:
         """``[n_query, n_way]`` logits: negative distances of the query embeddings to the support prototypes."""

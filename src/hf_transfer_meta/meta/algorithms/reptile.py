@@ -16,17 +16,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..functional import AdaptSpec, forward, inner_loop
+from ..functional import AdaptSpec, functional_logits, inner_loop
 from .base import Episode, InnerLoopAlgorithm, MetaOutput, _as_tasks, task_outputs_metrics
+from .registry import register_algorithm
 
 __all__ = ["Reptile"]
 
 
+@register_algorithm("reptile")
 class Reptile(InnerLoopAlgorithm):
     """Reptile with a plain-SGD inner loop on the support set.
 
     Args:
-        inner_lr: inner SGD learning rate (Nichol et al. sinusoid: 0.02).
+        inner_lr: inner SGD learning rate (the paper's sinusoid: 0.02).
         inner_steps: inner steps per task while meta-training (paper: 5 to 32; more than one, else Reptile is
             joint training).
         adapt, and the keyword arguments of :class:`~hf_transfer_meta.meta.algorithms.base.InnerLoopAlgorithm`.
@@ -52,14 +54,14 @@ class Reptile(InnerLoopAlgorithm):
                 model, theta, fixed_const, support, support_labels, steps=steps, lr=lr, loss_fn=loss_fn,
                 first_order=True,
             )  # fmt: skip
-            logits = forward(model, {**fixed_const, **phi}, query)
+            logits = functional_logits(model, {**fixed_const, **phi}, query)
             out = {
                 "delta": {n: theta[n] - phi[n] for n in theta},
                 "loss": loss_fn(logits, query_labels),
                 "logits": logits,
             }
             if pre:
-                logits_pre = forward(model, {**fixed_const, **theta}, query)
+                logits_pre = functional_logits(model, {**fixed_const, **theta}, query)
                 out["loss_pre"] = loss_fn(logits_pre, query_labels)
                 out["logits_pre"] = logits_pre
             return out

@@ -7,32 +7,26 @@ support and ``Q`` query examples of each; the labels are remapped to ``0..N-1`` 
 * :class:`EpisodeDataset` is map-style: item ``i`` is a *raw* episode (lists of dataset rows) drawn from an RNG
   seeded by ``(seed, i)`` alone, so every DDP rank, every DataLoader worker and every run sees the same episode
   ``i``, whatever the access order or the global RNG state.
-* :class:`EpisodeCollator` turns a list of raw episodes into ``{"tasks": [episode, ...]}``, tokenising text per
-  episode (padding to the longest example of the episode) or stacking images into ``pixel_values``.
+* :class:`~hf_transfer_meta.meta.data.collator.EpisodeCollator` turns a list of raw episodes into
+  ``{"tasks": [episode, ...]}``, tokenising text per episode or stacking images into ``pixel_values``.
 
-A collated episode is::
-
-    {"support": {input name: tensor [N*K, ...]}, "support_labels": LongTensor [N*K] (values 0..N-1),
-     "query": {input name: tensor [N*Q, ...]}, "query_labels": LongTensor [N*Q]}
-
-with examples ordered class by class (class 0's K shots, then class 1's, ...). With ``Trainer``, the collator's
+Examples are ordered class by class (class 0's K shots, then class 1's, ...). With ``Trainer``, the collator's
 ``{"tasks": [...]}`` is the model input (``_prepare_inputs`` moves the nested tensors to the device), so
 ``per_device_train_batch_size`` is the number of episodes per device and step (the meta-batch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["EpisodeCollator", "EpisodeDataset", "EpisodePlan", "rotate_image", "to_pixel_values"]
+__all__ = ["EpisodeDataset", "EpisodePlan", "rotate_image"]
 
 _ARRAY_FEATURES = (datasets.Array2D, datasets.Array3D, datasets.Array4D, datasets.Array5D)
 _PIL_ROTATIONS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
@@ -76,7 +70,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     Args:
         dataset: a ``datasets.Dataset`` with one row per example and a label column. Split it into class-disjoint
-            meta-train / validation / test sets first (:func:`~hf_transfer_meta.meta.datasets.split_classes`).
+            meta-train / validation / test sets first (:func:`~hf_transfer_meta.meta.data.splits.split_classes`).
         n_way: classes per episode (N).
         k_shot: support examples per class (K).
         n_query: query examples per class (Q).
@@ -98,9 +92,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
             evaluation mode, e.g. 600 test episodes read many times. The episodes are the same as with
             ``fixed=False`` and the same seed (both are a function of ``(seed, i)``); fixed mode only stores them.
         max_in_memory_bytes: fixed-shape array columns (``Array2D``..``Array5D``, e.g. 28x28 Omniglot images) up to
-            this size are read into memory once, as numpy: reading rows through Arrow's extension types costs
-            ~0.15 ms per row, a third of a second per meta-batch of 32 5-way episodes. Set 0 to always read
-            through Arrow.
+            this size are read into memory once, as numpy, since reading rows through Arrow's extension types is
+            slow (benchmarks/README.md). Set 0 to always read through Arrow.
 
     Item ``i`` is a raw episode: ``{"support": [row dicts], "support_labels": [ints], "query": [row dicts],
     "query_labels": [ints], "classes": [original labels], "rotations": [degrees], "index": i}``;
@@ -178,7 +171,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         fmt = dataset.format
         arrays = [k for k, f in dataset.features.items() if isinstance(f, _ARRAY_FEATURES)]
         # Only take over array columns when the caller's format is plain, or numpy on the array columns alone (the
-        # loaders of meta/datasets.py): any other format (torch, a set_transform) is respected as it is.
+        # loaders of meta/data/): any other format (torch, a set_transform) is respected as it is.
         plain = fmt["type"] is None or (
             fmt["type"] == "numpy" and fmt["output_all_columns"] and set(fmt["columns"] or []) <= set(arrays)
         )
@@ -297,136 +290,3 @@ class EpisodeDataset(torch.utils.data.Dataset):
             f"{type(self).__name__}(n_way={self.n_way}, k_shot={self.k_shot}, n_query={self.n_query}, "
             f"num_episodes={self.num_episodes}, seed={self.seed}, classes={len(self.classes)}{rot}, fixed={self.fixed})"
         )
-
-
-def to_pixel_values(image: Any, image_size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """One image as a float tensor ``[C, H, W]`` in ``[0, 1]``; a single channel stays single.
-
-    PIL images and ``uint8`` arrays are scaled by 1/255, boolean images become 0/1, float arrays are kept as they
-    are (assumed in ``[0, 1]`` already). Numpy arrays are ``(H, W)`` or ``(H, W, C)``; tensors ``(H, W)`` or
-    ``(C, H, W)``. ``image_size`` resizes bilinearly with antialiasing.
-    """
-    if isinstance(image, Image.Image):
-        if image.mode not in ("1", "L", "F", "I;16", "RGB", "RGBA"):
-            image = image.convert("RGB")
-        image = np.asarray(image)
-    if isinstance(image, torch.Tensor):
-        x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-        channels_last = False
-    else:
-        array = np.asarray(image)
-        if array.dtype == np.uint8:
-            array = array.astype(np.float32) / 255.0
-        elif array.dtype == np.uint16:  # PIL "I;16"
-            array = array.astype(np.float32) / 65535.0
-        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        channels_last = x.ndim == 3
-    if x.ndim == 2:
-        x = x.unsqueeze(0)
-    elif channels_last:
-        x = x.permute(2, 0, 1)
-    if x.ndim != 3:
-        raise ValueError(f"Expected an image of shape (H, W), (H, W, C) or (C, H, W); got {tuple(x.shape)}.")
-    if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    return x.contiguous()
-
-
-def _is_tokenizer(processing_class: Any) -> bool:
-    from transformers import PreTrainedTokenizerBase
-
-    return isinstance(processing_class, PreTrainedTokenizerBase)
-
-
-@dataclass
-class EpisodeCollator:
-    """Collate raw episodes from :class:`EpisodeDataset` into ``{"tasks": [episode, ...]}`` of tensors.
-
-    Args:
-        processing_class: a tokenizer for text (each episode's support and query sets are tokenised together and
-            padded to the longest example of the episode), or a transformers image processor (called as
-            ``processing_class(images=[...], return_tensors="pt")``); ``None`` for images through ``transform``.
-        input_column: the raw column holding the model input; default ``"text"`` with a tokenizer, else
-            ``"image"``. Rows already tokenised (an ``input_ids`` column, no ``input_column``) are padded with
-            ``processing_class.pad``.
-        transform: ``image -> FloatTensor[C, H, W]`` for each image when there is no image processor; default
-            :func:`to_pixel_values` (float in ``[0, 1]``, channels kept, resized to ``image_size`` if given).
-        image_size: resize for the default transform (an int or ``(H, W)``).
-        max_length / truncation / pad_to_multiple_of: forwarded to the tokenizer.
-        input_name: the model input name for images through ``transform`` (default ``"pixel_values"``).
-
-    Episodes that are already in tensor form (``support`` is a dict, e.g. sinusoid tasks) pass through unchanged.
-    """
-
-    processing_class: Any = None
-    input_column: str | None = None
-    transform: Callable[[Any], torch.Tensor] | None = None
-    image_size: int | tuple[int, int] | None = None
-    max_length: int | None = None
-    truncation: bool = True
-    pad_to_multiple_of: int | None = None
-    input_name: str = "pixel_values"
-
-    def __post_init__(self):
-        self._text = _is_tokenizer(self.processing_class)
-        if self.input_column is None:
-            self.input_column = "text" if self._text else "image"
-
-    def __call__(self, episodes: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-        return {"tasks": [self.collate_episode(e) for e in episodes]}
-
-    def collate_episode(self, episode: Mapping[str, Any]) -> dict[str, Any]:
-        """One raw episode -> ``{"support": {...}, "support_labels", "query": {...}, "query_labels"}``."""
-        if isinstance(episode["support"], Mapping):
-            return episode
-        support, query = list(episode["support"]), list(episode["query"])
-        inputs = self._encode(support + query)
-        n = len(support)
-        return {
-            "support": {k: v[:n] for k, v in inputs.items()},
-            "support_labels": torch.as_tensor(episode["support_labels"], dtype=torch.long),
-            "query": {k: v[n:] for k, v in inputs.items()},
-            "query_labels": torch.as_tensor(episode["query_labels"], dtype=torch.long),
-        }
-
-    def _values(self, examples: list[Mapping[str, Any]]) -> list[Any]:
-        try:
-            return [ex[self.input_column] for ex in examples]
-        except KeyError:
-            raise KeyError(
-                f"input_column={self.input_column!r} is not in the episode's rows (keys: {sorted(examples[0])}). "
-                "Pass EpisodeCollator(input_column=<the text or image column>)."
-            ) from None
-
-    def _encode(self, examples: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        if self._text:
-            tokenizer = self.processing_class
-            if self.input_column not in examples[0] and "input_ids" in examples[0]:
-                names = [k for k in tokenizer.model_input_names if k in examples[0]]
-                features = [{k: ex[k] for k in names} for ex in examples]
-                return dict(tokenizer.pad(features, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"))
-            return dict(
-                tokenizer(
-                    [str(t) for t in self._values(examples)],
-                    padding=True,  # to the longest example of this episode
-                    truncation=self.truncation,
-                    max_length=self.max_length,
-                    pad_to_multiple_of=self.pad_to_multiple_of,
-                    return_tensors="pt",
-                )
-            )
-        images = self._values(examples)
-        if self.processing_class is not None:
-            return dict(self.processing_class(images=images, return_tensors="pt"))
-        transform = self.transform or (lambda im: to_pixel_values(im, self.image_size))
-        tensors = [transform(im) for im in images]
-        try:
-            return {self.input_name: torch.stack(tensors)}
-        except RuntimeError as e:
-            shapes = sorted({tuple(t.shape) for t in tensors})
-            raise ValueError(
-                f"The images of an episode have different shapes {shapes}: pass EpisodeCollator(image_size=...) "
-                "or a transform that resizes."
-            ) from e

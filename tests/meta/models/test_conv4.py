@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from hf_transfer_meta.layer_map import LayerMap
-from hf_transfer_meta.meta.algorithms import ANIL, MAML, FineTune, ProtoNet, embed
+from hf_transfer_meta.meta.algorithms import ANIL, MAML, FineTuneBaseline, ProtoNet, embed
 from hf_transfer_meta.meta.models import (
     BatchStatNorm2d,
     Conv4,
@@ -14,6 +13,7 @@ from hf_transfer_meta.meta.models import (
     Conv4Model,
     conv4_feature_size,
 )
+from hf_transfer_meta.transfer.layer_map import LayerMap
 
 
 def image_episode(n_way=3, k=2, q=2, size=16, seed=0, dtype=torch.float32):
@@ -153,8 +153,8 @@ def test_protonet_and_finetune_use_backbone_features():
     out = ProtoNet().meta_loss(hf, [ep, image_episode(seed=1)])
     out.loss.backward()
     assert hf.classifier.weight.grad is None and hf.conv4.blocks[0].conv.weight.grad is not None
-    assert FineTune(steps=5).adapt_and_predict(plain, ep).shape == (6, 3)
-    assert FineTune(train="all", steps=2).adapt_and_predict(hf, ep).shape == (6, 3)
+    assert FineTuneBaseline(steps=5).adapt_and_predict(plain, ep).shape == (6, 3)
+    assert FineTuneBaseline(train="all", steps=2).adapt_and_predict(hf, ep).shape == (6, 3)
 
 
 def test_strided_conv4_is_mamls_omniglot_network():

@@ -48,9 +48,10 @@ def test_episode_accuracies_group_by_episode_id():
 
 
 def test_metric_script_is_package_data():
-    # pyproject: [tool.setuptools.package-data] hf_transfer_meta = ["metrics/*/*.py"]
+    # pyproject: [tool.setuptools.package-data] hf_transfer_meta = ["meta/evaluation/*/*.py"]
     package = Path(hf_transfer_meta.__file__).parent
-    assert Path(few_shot_accuracy_metric_path()) / "few_shot_accuracy.py" in list(package.glob("metrics/*/*.py"))
+    script = Path(few_shot_accuracy_metric_path()) / "few_shot_accuracy.py"
+    assert script in list(package.glob("meta/evaluation/*/*.py"))
 
 
 def test_evaluate_load_in_process():

@@ -108,8 +108,8 @@ def _norm_layer(norm: str, channels: int, track_running_stats: bool, momentum: f
 
 
 class Conv4Block(nn.Module):
-    """``conv 3x3 -> BatchNorm -> ReLU -> max-pool 2`` (Vinyals et al., Snell et al.), or with
-    ``downsample="stride"`` a stride-2 ``conv 3x3 -> BatchNorm -> ReLU`` (Finn et al.'s MAML on Omniglot: about 4x
+    """``conv 3x3 -> BatchNorm -> ReLU -> max-pool 2`` (Matching Networks, ProtoNets), or with
+    ``downsample="stride"`` a stride-2 ``conv 3x3 -> BatchNorm -> ReLU`` (MAML's Omniglot network: about 4x
     fewer multiply-adds at 28x28)."""
 
     def __init__(

@@ -1,8 +1,7 @@
 """Image augmentation for meta-training episodes: a random affine warp per image, as an ``EpisodeDataset`` transform.
 
-Few-shot image benchmarks with few training classes overfit them (on this project's Omniglot protocol, 544 classes
-with rotations, ProtoNet's validation accuracy peaks after a few thousand episodes and then falls). Small random
-rotations, shifts and scalings of each training image are the usual remedy. Only meta-*training* episodes should be
+Few-shot image benchmarks with few training classes overfit them (benchmarks/README.md shows it on Omniglot); small
+random rotations, shifts and scalings of each training image are the usual remedy. Only meta-*training* episodes should be
 augmented: test episodes stay fixed.
 
 ``RandomAffine`` needs no torchvision: it warps with ``affine_grid``/``grid_sample`` (bilinear, zeros outside, which
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .episodes import to_pixel_values
+from .collator import to_pixel_values
 
 __all__ = ["RandomAffine", "affine_warp"]
 

@@ -1,7 +1,7 @@
-"""Few-shot accuracy as the literature reports it: mean over test episodes with a 95% confidence interval.
+"""Few-shot accuracy as the literature reports it: the mean over (at least 600) test episodes ``± 1.96 * std /
+sqrt(n)`` (Snell et al. 2017, Finn et al. 2017), the one CI convention of the package.
 
-Snell et al. 2017 and Finn et al. 2017 report the mean accuracy over (at least 600) test episodes
-``± 1.96 * std / sqrt(n)``. The same computation ships as an ``evaluate`` metric script
+The same computation ships as an ``evaluate`` metric script beside this file
 (``evaluate.load(few_shot_accuracy_metric_path())``), which works offline since it is a local file.
 """
 
@@ -61,11 +61,11 @@ def few_shot_accuracy(predictions, references, episode_ids, ddof: int = 0) -> di
 
 def few_shot_accuracy_metric_path() -> str:
     """Local path of the ``few_shot_accuracy`` evaluate metric folder, for ``evaluate.load(path)``."""
-    path = Path(__file__).resolve().parents[1] / "metrics" / "few_shot_accuracy"
+    path = Path(__file__).resolve().parent / "few_shot_accuracy"
     if not (path / "few_shot_accuracy.py").is_file():
         raise FileNotFoundError(
             f"{path / 'few_shot_accuracy.py'} is missing: reinstall hf-transfer-meta (the script is package data, "
-            "`metrics/*/*.py`)."
+            "`meta/evaluation/*/*.py`)."
         )
     return str(path)
 

@@ -1,10 +1,10 @@
-"""Few-shot accuracy: the mean over episodes of each episode's query accuracy, with a 95% confidence interval."""
-
-import math
+"""The ``evaluate`` face of :func:`hf_transfer_meta.meta.evaluation.few_shot.few_shot_accuracy`: the mean over episodes
+of each episode's query accuracy, with a 95% confidence interval."""
 
 import datasets
 import evaluate
-import numpy as np
+
+from hf_transfer_meta.meta.evaluation.few_shot import few_shot_accuracy
 
 _DESCRIPTION = """
 Few-shot classification accuracy as reported by Snell et al. 2017 (Prototypical Networks) and Finn et al. 2017
@@ -24,7 +24,7 @@ Returns:
     accuracy_ci95 (`float`): 1.96 * std(per-episode accuracies) / sqrt(num_episodes).
     num_episodes (`int`): number of distinct episode ids.
 Examples:
-    >>> metric = evaluate.load("path/to/hf_transfer_meta/metrics/few_shot_accuracy")
+    >>> metric = evaluate.load("path/to/hf_transfer_meta/meta/evaluation/few_shot_accuracy")
     >>> metric.compute(predictions=[0, 1, 1, 1], references=[0, 1, 0, 1], episode_ids=[0, 0, 1, 1])
     {'accuracy': 0.75, 'accuracy_ci95': 0.3464823227814083, 'num_episodes': 2}
 """
@@ -57,12 +57,4 @@ class FewShotAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, episode_ids, ddof=0):
-        predictions, references, episode_ids = (np.asarray(a).ravel() for a in (predictions, references, episode_ids))
-        if len(predictions) == 0:
-            raise ValueError("No predictions: pass one entry per query example.")
-        ids, inverse = np.unique(episode_ids, return_inverse=True)
-        correct = np.bincount(inverse, weights=(predictions == references).astype(np.float64), minlength=len(ids))
-        accuracies = correct / np.bincount(inverse, minlength=len(ids))
-        n = len(accuracies)
-        ci = 1.96 * accuracies.std(ddof=ddof) / math.sqrt(n) if n > ddof else math.nan
-        return {"accuracy": float(accuracies.mean()), "accuracy_ci95": float(ci), "num_episodes": int(n)}
+        return few_shot_accuracy(predictions, references, episode_ids, ddof=ddof)

@@ -21,7 +21,7 @@ from hf_transfer_meta.meta import (
     shared_data_dir,
     split_classes,
 )
-from hf_transfer_meta.meta.datasets import DATA_ENV_VAR
+from hf_transfer_meta.meta.data.paths import DATA_ENV_VAR
 
 OMNIGLOT_TEST_ALPHABETS = ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
 

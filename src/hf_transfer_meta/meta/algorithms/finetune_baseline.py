@@ -21,11 +21,13 @@ from torch import Tensor, nn
 from ..functional import buffers_copy
 from .base import Episode, MetaAlgorithm, MetaOutput, check_episode
 from .protonet import EMBEDDINGS, EmbeddingSpec, embed
+from .registry import register_algorithm
 
-__all__ = ["FineTune"]
+__all__ = ["FineTuneBaseline"]
 
 
-class FineTune(MetaAlgorithm):
+@register_algorithm("finetune")
+class FineTuneBaseline(MetaAlgorithm):
     """Fresh linear head (and optionally the whole model) fine-tuned on the support set of each episode.
 
     Args:
@@ -72,8 +74,8 @@ class FineTune(MetaAlgorithm):
 
     def meta_loss(self, model: nn.Module, tasks: Sequence[Episode]) -> MetaOutput:
         raise TypeError(
-            "FineTune is an evaluation baseline with no episode loss: pre-train the backbone with ordinary supervised "
-            "training (e.g. the transfer Trainer), then call FineTune().adapt_and_predict(model, episode)."
+            "FineTuneBaseline is an evaluation baseline with no episode loss: pre-train the backbone with ordinary supervised "
+            "training (e.g. the transfer Trainer), then call FineTuneBaseline().adapt_and_predict(model, episode)."
         )
 
     def _features(self, model, inputs, params=None) -> Tensor:

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from hf_transfer_meta.layer_map import LayerMap
 from hf_transfer_meta.meta.algorithms import MAML
 from hf_transfer_meta.meta.sinusoid import SinusoidMLP, SinusoidTasks, evaluate_sinusoid, train_sinusoid
+from hf_transfer_meta.transfer.layer_map import LayerMap
 
 
 def test_episode_format_and_ranges():
-    ds = SinusoidTasks(400, k_shot=10, k_query=7, seed=3)
+    ds = SinusoidTasks(400, k_shot=10, n_query=7, seed=3)
     amps, phases = [], []
     for i in range(len(ds)):
         ep = ds[i]
@@ -57,14 +57,14 @@ def test_mlp_is_the_papers_and_has_a_layer_map():
 
 def test_short_maml_run_learns_to_adapt():
     torch.manual_seed(0)
-    untrained = evaluate_sinusoid(MAML(), SinusoidMLP(), num_tasks=100, k_query=20)
+    untrained = evaluate_sinusoid(MAML(), SinusoidMLP(), num_tasks=100, n_query=20)
     # a shortened run (the paper: Adam 1e-3, meta-batch 25, tens of thousands of iterations); outer lr raised to fit
     # a test budget
     run = train_sinusoid(iterations=300, meta_batch_size=10, lr=1e-2, seed=0)
     assert len(run.losses) == 300 and run.seconds > 0
     assert sum(run.losses[-50:]) / 50 < 0.6 * sum(run.losses[:50]) / 50
-    result = evaluate_sinusoid(MAML(), run.model, num_tasks=100, k_query=20)
+    result = evaluate_sinusoid(MAML(), run.model, num_tasks=100, n_query=20)
     assert result["mse"] < 0.6 * result["mse_pre"]  # one inner step now helps a lot...
     assert untrained["mse"] > 0.85 * untrained["mse_pre"]  # ...which it did not before meta-training
-    ten = evaluate_sinusoid(MAML(), run.model, num_tasks=100, k_query=20, steps=10)
+    ten = evaluate_sinusoid(MAML(), run.model, num_tasks=100, n_query=20, steps=10)
     assert ten["mse"] < result["mse"]

@@ -38,7 +38,7 @@ from hf_transfer_meta.meta import (
 )
 from hf_transfer_meta.meta.trainer import ALGORITHM_FILE
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "scripts"
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 # The script's collator, recording trainer and model are the ones these tests use in-process too.
@@ -322,7 +322,7 @@ def test_maml_on_sinusoids_lowers_the_evaluation_mse(tmp_path):
     )  # fmt: skip
     trainer = MetaTrainer(
         model=SinusoidMLP(), args=args, train_dataset=SinusoidTasks(1200, seed=0),
-        eval_dataset=SinusoidTasks(100, k_query=20, seed=10_000),
+        eval_dataset=SinusoidTasks(100, n_query=20, seed=10_000),
     )  # fmt: skip
     before = trainer.evaluate()
     trainer.train()

@@ -1,6 +1,7 @@
 """Meta-learning algorithms against hand computations, finite differences and each other (tiny models, float64)."""
 
 import pytest
+import tiny_models
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,7 +11,7 @@ from hf_transfer_meta.meta.algorithms import (
     ANIL,
     FOMAML,
     MAML,
-    FineTune,
+    FineTuneBaseline,
     MetaSGD,
     ProtoNet,
     Reptile,
@@ -18,8 +19,9 @@ from hf_transfer_meta.meta.algorithms import (
     prototypes,
     squared_euclidean,
 )
+from hf_transfer_meta.meta.data.sinusoid import SinusoidTasks
 from hf_transfer_meta.meta.functional import adapted_names, regex_selector
-from hf_transfer_meta.meta.sinusoid import SinusoidMLP, SinusoidTasks
+from hf_transfer_meta.meta.models import SinusoidMLP
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -39,7 +41,7 @@ def tiny_mlp(seed=0, dtype=torch.float64):
 
 
 def sin_tasks(n=3, k=4, dtype=torch.float64, seed=0):
-    ds = SinusoidTasks(100, k_shot=k, k_query=k, seed=seed)
+    ds = SinusoidTasks(100, k_shot=k, n_query=k, seed=seed)
     return [_cast(ds[i], dtype) for i in range(n)]
 
 
@@ -140,14 +142,7 @@ def test_prototypes_and_distances():
 
 
 def tiny_bert(num_labels=3, dtype=torch.float32, seed=0):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
-        max_position_embeddings=16, num_labels=num_labels,
-    )  # fmt: skip
-    return BertForSequenceClassification(cfg).to(dtype).eval()
+    return tiny_models.tiny_bert(1, num_labels, seed=seed, vocab_size=40, max_position_embeddings=16).to(dtype).eval()
 
 
 def text_episode(n_way=3, k=2, q=2, seq=6, seed=0):
@@ -482,14 +477,14 @@ def test_finetune_baseline_fits_a_linear_head_and_leaves_the_model_alone():
     ep = {"support": {"input": xs}, "support_labels": ys, "query": {"input": xq}, "query_labels": yq}
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for train in ("head", "all"):
-        logits = FineTune(train=train, steps=100, lr=0.1).adapt_and_predict(model, ep)
+        logits = FineTuneBaseline(train=train, steps=100, lr=0.1).adapt_and_predict(model, ep)
         assert logits.shape == (30, 3)
         assert (logits.argmax(-1) == yq).float().mean() > 0.9
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    untrained = FineTune(steps=0).adapt_and_predict(model, ep)
-    assert torch.equal(untrained, FineTune(steps=0).adapt_and_predict(model, ep))  # seeded head
+    untrained = FineTuneBaseline(steps=0).adapt_and_predict(model, ep)
+    assert torch.equal(untrained, FineTuneBaseline(steps=0).adapt_and_predict(model, ep))  # seeded head
     with pytest.raises(TypeError, match="evaluation baseline"):
-        FineTune().meta_loss(model, [ep])
+        FineTuneBaseline().meta_loss(model, [ep])
 
 
 def test_registry_names_every_algorithm():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-_path = Path(__file__).resolve().parents[1] / "recipes" / "meta" / "run_few_shot.py"
+_path = Path(__file__).resolve().parents[2] / "recipes" / "meta" / "run_few_shot.py"
 _spec = importlib.util.spec_from_file_location("run_few_shot", _path)
 recipe = importlib.util.module_from_spec(_spec)
 sys.modules["run_few_shot"] = recipe  # dataclasses resolve their module while the recipe's classes are built

@@ -1,0 +1,23 @@
+"""Evaluation with a 95% CI: :func:`evaluate_episodes` (adapt, score, summarise test episodes), the CI convention
+(:func:`mean_ci95`), and the bundled ``evaluate`` metric script ``few_shot_accuracy/``."""
+
+from .episodes import EpisodeEvaluation, evaluate_episodes, query_loss, query_score
+from .few_shot import (
+    episode_accuracies,
+    few_shot_accuracy,
+    few_shot_accuracy_metric_path,
+    load_few_shot_accuracy,
+    mean_ci95,
+)
+
+__all__ = [
+    "EpisodeEvaluation",
+    "episode_accuracies",
+    "evaluate_episodes",
+    "few_shot_accuracy",
+    "few_shot_accuracy_metric_path",
+    "load_few_shot_accuracy",
+    "mean_ci95",
+    "query_loss",
+    "query_score",
+]
