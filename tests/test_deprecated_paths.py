@@ -20,6 +20,19 @@ OLD_NAMES = {
     "hf_transfer_meta.layer_map": ["LayerMap", "LayerMapError"],
     "hf_transfer_meta.param_groups": ["build_param_groups", "depth_learning_rates"],
     "hf_transfer_meta.callbacks": ["GradualUnfreezingCallback", "LPFTCallback", "AutoRGNCallback"],
+    "hf_transfer_meta.meta.algorithms.finetune": ["FineTuneBaseline"],
+    "hf_transfer_meta.meta.augment": ["RandomAffine"],
+    "hf_transfer_meta.meta.datasets": [
+        "ClassSplit",
+        "load_clinc150",
+        "load_digits_dataset",
+        "load_omniglot",
+        "omniglot_meta_splits",
+        "shared_data_dir",
+        "assert_class_disjoint",
+    ],
+    "hf_transfer_meta.meta.episodes": ["EpisodeCollator", "EpisodeDataset", "EpisodePlan", "to_pixel_values"],
+    "hf_transfer_meta.meta.metrics": ["mean_ci95", "few_shot_accuracy", "few_shot_accuracy_metric_path"],
 }
 
 
@@ -33,7 +46,7 @@ def test_old_module_path_imports_with_a_warning(old):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "", f"missing in {old}: {out.stdout}"
-    assert "FutureWarning" in out.stderr and "moved to hf_transfer_meta.transfer" in out.stderr
+    assert "FutureWarning" in out.stderr and f"{old} moved to hf_transfer_meta." in out.stderr
 
 
 def test_moved_phase_helpers_still_reachable_from_schedules():

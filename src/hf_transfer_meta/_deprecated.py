@@ -28,6 +28,13 @@ MOVED_MODULES = {
     "hf_transfer_meta.reinit": "hf_transfer_meta.transfer.strategies.reinit",
     "hf_transfer_meta.schedules": "hf_transfer_meta.transfer.schedules",
     "hf_transfer_meta.trainer": "hf_transfer_meta.transfer.trainer",
+    "hf_transfer_meta.meta.algorithms.finetune": "hf_transfer_meta.meta.algorithms.finetune_baseline",
+    "hf_transfer_meta.meta.augment": "hf_transfer_meta.meta.data.augment",
+    "hf_transfer_meta.meta.datasets": tuple(
+        f"hf_transfer_meta.meta.data.{m}" for m in ("paths", "splits", "omniglot", "clinc150", "digits")
+    ),
+    "hf_transfer_meta.meta.episodes": ("hf_transfer_meta.meta.data.episodes", "hf_transfer_meta.meta.data.collator"),
+    "hf_transfer_meta.meta.metrics": "hf_transfer_meta.meta.evaluation.few_shot",
 }
 
 
