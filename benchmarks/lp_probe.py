@@ -4,7 +4,7 @@
 Both methods fit the same thing, the head's final ``nn.Linear`` on top of a frozen pretrained backbone, and are run
 in one process on the same data and threads:
 
-* ``logistic probe`` (``lp_mode="logistic"``): ``hf_transfer_meta.probe.linear_probe`` called exactly as
+* ``logistic probe`` (``lp_mode="logistic"``): ``hf_transfer_meta.linear_probe`` called exactly as
   ``TransferTrainer`` calls it (the trainer's collator, ``per_device_eval_batch_size``, the default C grid): frozen
   features of the training and validation sets computed once, an L2 logistic regression per C, the C with the best
   *validation* accuracy written into the head. Timed: the whole call (feature extraction + C sweep).
@@ -20,9 +20,10 @@ Tasks:
           new 2-way head (the pretrained pooler feeds it). Train: ``--train_size`` phrases drawn from SST-2
           ``train.tsv``; validation: ``--val_size`` phrases from ``dev.tsv``; test: the 872 labelled sentences of
           ``test.tsv`` (GLUE's SST-2 dev set), from ``../shared/data/sst2`` (or ``$HF_TRANSFER_META_DATA``).
-  digits  the demo's tiny ResNet (``hf_transfer_meta.demo``), pretrained from its config on digits 0-5 as the demo
-          does, then probed on the ``new_classes`` task (digits 6-9, new 4-way head): ``--digits_shots`` train and
-          ``--digits_val_per_class`` validation images per class from the demo's target pool, its test half as test.
+  digits  the demo's tiny ResNet (``hf_transfer_meta.demo.transfer``), pretrained from its config on digits 0-5 as
+          the demo does, then probed on the ``new_classes`` task (digits 6-9, new 4-way head): ``--digits_shots``
+          train and ``--digits_val_per_class`` validation images per class from the demo's target pool
+          (``hf_transfer_meta.demo.data``), its test half as test.
 
 Absolute seconds depend on the machine and on its load (recorded in the JSON); the ratio between the two methods,
 measured side by side, is the result.
@@ -37,11 +38,8 @@ Examples::
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import sklearn
 import torch
 import transformers
+from common import environment, markdown_table
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
@@ -59,16 +57,16 @@ from transformers import (
     DataCollatorWithPadding,
     HfArgumentParser,
     PrinterCallback,
-    ResNetForImageClassification,
     default_data_collator,
     set_seed,
 )
 
-from hf_transfer_meta import TransferTrainingArguments
-from hf_transfer_meta.layer_map import LayerMap
+from hf_transfer_meta import LayerMap, TransferTrainer, TransferTrainingArguments, linear_probe
+from hf_transfer_meta.demo.data import TASKS as DIGIT_TASKS
+from hf_transfer_meta.demo.data import load_digit_tasks, target_datasets
+from hf_transfer_meta.demo.transfer import load_source_model, pretrain_source
 from hf_transfer_meta.meta import shared_data_dir
-from hf_transfer_meta.probe import default_cs, extract_features, final_linear, linear_probe
-from hf_transfer_meta.trainer import TransferTrainer
+from hf_transfer_meta.transfer.strategies.linear_probe import default_cs, extract_features, final_linear
 
 TASKS = ("sst2", "digits")
 QUICK = {
@@ -358,11 +356,7 @@ def sst2_task(args: LPProbeArguments) -> tuple[list[dict], dict]:
 
 def check_digits_sizes(args: LPProbeArguments) -> None:
     """Fail before any expensive work when the demo's target pool cannot hold the requested draws."""
-    from hf_transfer_meta import demo
-
-    splits = demo.load_digit_tasks(args.seed)
-    pool = splits.targets[splits.target_pool[demo.TASKS["new_classes"].pool]]
-    smallest = int(min(np.sum(pool == c) for c in demo.NEW_CLASSES))
+    smallest = load_digit_tasks(args.seed).smallest_pool_class(DIGIT_TASKS["new_classes"])
     if args.digits_shots + args.digits_val_per_class > smallest:
         raise ValueError(
             f"--digits_shots {args.digits_shots} + --digits_val_per_class {args.digits_val_per_class} exceeds the "
@@ -371,89 +365,44 @@ def check_digits_sizes(args: LPProbeArguments) -> None:
 
 
 def digits_task(args: LPProbeArguments) -> tuple[list[dict], dict]:
-    from hf_transfer_meta import demo
-
-    splits = demo.load_digit_tasks(args.seed)
-    task = demo.TASKS["new_classes"]
+    splits = load_digit_tasks(args.seed)
+    task = DIGIT_TASKS["new_classes"]
+    sizes = {"shots": args.digits_shots, "val_per_class": args.digits_val_per_class, "draw_seed": args.seed}
+    target = target_datasets(task, splits, **sizes)
+    data = {"train": target["train"], "val": target["val"], "test": target["test_id"]}
     with tempfile.TemporaryDirectory() as tmp:
         source_dir = os.path.join(tmp, "source_model")
-        demo_args = demo.DemoArguments(
-            output_dir=tmp, seed=args.seed, source_epochs=args.digits_source_epochs, disable_tqdm=True
-        )
-        start = time.perf_counter()
-        source = demo.pretrain_source(demo_args, splits, source_dir)
-        source["seconds"] = time.perf_counter() - start
-        train_idx, val_idx = demo.draw_few_shot(
-            splits.target_pool[task.pool], splits.targets, args.digits_shots, args.digits_val_per_class, args.seed
-        )
-        test_idx = splits.target_test[task.pool]
-
-        def ds(idx):
-            return demo.DigitImages(splits.images[idx], np.searchsorted(task.classes, splits.targets[idx]))
-
-        data = {"train": ds(train_idx), "val": ds(val_idx), "test": ds(test_idx)}
-        id2label = task.id2label()
+        source = pretrain_source(splits, source_dir, epochs=args.digits_source_epochs, seed=args.seed)
 
         def load_model():
             set_seed(args.seed)
-            return ResNetForImageClassification.from_pretrained(
-                source_dir,
-                id2label=id2label,
-                label2id={v: k for k, v in id2label.items()},
-                ignore_mismatched_sizes=True,
-            )
+            return load_source_model(source_dir, task)
 
         rows = run_methods("digits", load_model, data, default_data_collator, args.digits_learning_rate, args)
     info = {
-        "model": "the demo's ResNet (hf_transfer_meta.demo._source_config), pretrained on digits 0-5, new 4-way head",
+        "model": "the demo's ResNet (hf_transfer_meta.demo.transfer), pretrained on digits 0-5, new 4-way head",
         "source_pretraining": source,
-        "train": len(train_idx),
-        "val": len(val_idx),
-        "test": len(test_idx),
+        **{split: len(data[split]) for split in ("train", "val", "test")},
     }
     return rows, info
 
 
 # ------------------------------------------------------------------------------------------------------------ report
-def markdown_table(rows: list[dict]) -> str:
-    lines = [
-        "| task | method | test acc | val acc | seconds | x probe time | notes |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        if r["lp_mode"] == "logistic":
-            notes = f"C={r['C']:.3g} of {r['num_cs']}; sweep {r['sweep_seconds']:.1f} s, rest is feature extraction"
-        else:
-            notes = f"{r['steps']} steps"
-        lines.append(
-            f"| {r['task']} | {r['method']} | {r['test_accuracy']:.4f} | {r['val_accuracy']:.4f} | "
-            f"{r['seconds']:.1f} | {r['seconds_vs_probe']:.2f} | {notes} |"
-        )
-    return "\n".join(lines)
+def _notes(row: dict) -> str:
+    if row["lp_mode"] == "logistic":
+        return f"C={row['C']:.3g} of {row['num_cs']}; sweep {row['sweep_seconds']:.1f} s, rest is feature extraction"
+    return f"{row['steps']} steps"
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment(threads: int) -> dict:
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "threads": threads,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "git_commit": _git_commit(),
-    }
+COLUMNS = [
+    ("task", "task"),
+    ("method", "method"),
+    ("test acc", lambda r: f"{r['test_accuracy']:.4f}"),
+    ("val acc", lambda r: f"{r['val_accuracy']:.4f}"),
+    ("seconds", lambda r: f"{r['seconds']:.1f}"),
+    ("x probe time", lambda r: f"{r['seconds_vs_probe']:.2f}"),
+    ("notes", _notes),
+]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -503,7 +452,7 @@ def write_results(args: LPProbeArguments, env: dict, data: dict, rows: list[dict
         },
         "total_seconds": time.perf_counter() - started,
         "results": rows,
-        "markdown": markdown_table(rows),
+        "markdown": markdown_table(rows, COLUMNS),
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

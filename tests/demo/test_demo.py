@@ -1,8 +1,9 @@
 """The demo: disjoint splits, `--quick` end to end (both tables, results.json, run folders, sane numbers), clean
-errors."""
+errors, presets that declare what runs, progress bars only on a terminal."""
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -34,8 +35,9 @@ def test_splits_are_disjoint_and_balanced():
 def test_task_labels():
     s = demo.load_digit_tasks(seed=0)
     args = demo.DemoArguments(output_dir="unused")
-    relabeled = demo._target_datasets(demo.TASKS["relabeled"], s, args, draw_seed=0)
-    plain = demo._target_datasets(demo.TASKS["inverted"], s, args, draw_seed=0)
+    sizes = {"shots": args.shots, "val_per_class": args.val_per_class, "draw_seed": 0}
+    relabeled = demo.target_datasets(demo.TASKS["relabeled"], s, **sizes)
+    plain = demo.target_datasets(demo.TASKS["inverted"], s, **sizes)
     # same images, every label moved to the next class; inverted images are 1 - clean
     assert torch.equal(relabeled["test_id"].labels, (plain["test_id"].labels + 1) % 6)
     assert torch.allclose(relabeled["test_id"].images, 1 - plain["test_id"].images, atol=1e-6)
@@ -180,3 +182,38 @@ def test_unknown_names_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.main(["--output_dir", str(tmp_path), "--meta_way", "5"])
     assert "meta_way=5" in capsys.readouterr().err
+
+
+def test_presets_declare_what_runs():
+    default, full = demo.DemoArguments(output_dir="x"), demo.DemoArguments(output_dir="x", full=True)
+    assert (default.num_seeds, default.lr_multipliers, default.meta_eval_episodes, default.sinusoid_steps) == (
+        1,
+        [1.0],
+        200,
+        1000,
+    )
+    assert (full.num_seeds, full.lr_multipliers, full.meta_eval_episodes, full.sinusoid_steps) == (
+        3,
+        [0.3, 1.0, 3.0],
+        600,
+        3000,
+    )
+    # the lighter default runs the same strategies, methods and training lengths as --full, fewer of them
+    for name in ("strategies", "meta_methods", "meta_steps", "source_epochs", "target_epochs"):
+        assert getattr(default, name) == getattr(full, name), name
+    assert demo.DemoArguments(output_dir="x", full=True, num_seeds=2).num_seeds == 2  # a flag beats its preset
+    assert demo.PRESETS["full"]["num_seeds"] == 3  # ... and leaves the preset alone
+    with pytest.raises(ValueError, match="--full and --quick"):
+        demo.DemoArguments(output_dir="x", full=True, quick=True)
+    # LP-FT declares the probe that runs
+    lp_ft = demo.STRATEGIES["lp_ft"].fields
+    assert lp_ft(demo.TASKS["inverted"], 20, "logistic") == {"lp_mode": "logistic", "learning_rate": 2e-3}
+    assert lp_ft(demo.TASKS["inverted"], 21, "epochs")["lp_epochs"] == 7
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert demo.DemoArguments(output_dir="x").disable_tqdm  # a log file gets plain lines, no bars
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert not demo.DemoArguments(output_dir="x").disable_tqdm
+    assert demo.DemoArguments(output_dir="x", disable_tqdm=True).disable_tqdm
