@@ -109,4 +109,4 @@ def test_checkpoint_of_release_0_1_resumes_to_the_same_weights(tmp_path, strateg
 
     old_args = torch.load(FIXTURES / strategy / "checkpoint-4" / "training_args.bin", weights_only=False)
     assert type(old_args).__module__ == "hf_transfer_meta.transfer.arguments"
-    assert old_args.strategy_name in ("LP-FT (epochs probe)", "gradual unfreezing (every 3 step)")
+    assert old_args.strategy_name in ("LP-FT (epochs probe)", "gradual unfreezing (every 3 steps)")

@@ -7,7 +7,7 @@ transformers alone; ``datasets`` and PIL load with the data and trainer modules 
 
 from typing import TYPE_CHECKING
 
-from ._lazy import lazy_exports
+from .._lazy import lazy_exports
 
 # Conv4 registers model_type "conv4" with the transformers Auto classes, so saved Conv4 folders load through them.
 from .models import conv4 as _conv4  # noqa: F401

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ._lazy import renamed
+from .._lazy import renamed
 from .algorithms import ALGORITHMS
 
 __all__ = ["MetaTrainingArguments"]

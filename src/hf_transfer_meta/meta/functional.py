@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._lazy import renamed
 from ..model_utils import unwrap_model
-from ._lazy import renamed
 
 if TYPE_CHECKING:
     from ..transfer.layer_map import LayerMap

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import PrinterCallback, TrainerCallback
 
-from ._lazy import renamed
+from .._lazy import renamed
 from .data.sinusoid import SinusoidTasks
 from .evaluation import evaluate_episodes
 from .models.sinusoid_mlp import SinusoidMLP

@@ -1,56 +1,28 @@
 """The transfer half: a model's layer map -> per-depth LRs -> which depths train when -> the trainer.
 
-`strategies/` holds one module per fine-tuning strategy and the registry that lists them.
+`strategies/` holds one module per fine-tuning strategy and the registry that lists them. Names import lazily.
 """
 
-from .arguments import TransferArguments, TransferTrainingArguments
-from .callbacks import (
-    GradualUnfreezingCallback,
-    LPFTCallback,
-    SurgicalFineTuningCallback,
-    TransferScheduleCallback,
-)
-from .cross_validation import cross_validated_search
-from .layer_map import LayerMap, LayerMapError
-from .param_groups import build_param_groups, depth_learning_rates
-from .plan import TransferPlan, build_plan
-from .schedules import Phase, TransferSchedule, slanted_triangular
-from .strategies import STRATEGIES, Strategy, register_strategy
-from .strategies.l2sp import L2SP
-from .strategies.linear_probe import linear_probe
-from .strategies.reinit import reinit_head, reinit_top_blocks
-from .strategies.surgical import AutoRGNCallback
-from .strategies.wise_ft import select_wise_alpha, wise_ft_interpolate
-from .trainer import TransferMixin, TransferTrainer, with_transfer
+from .._lazy import lazy_exports
 
-__all__ = [
-    "STRATEGIES",
-    "AutoRGNCallback",
-    "GradualUnfreezingCallback",
-    "L2SP",
-    "LPFTCallback",
-    "LayerMap",
-    "LayerMapError",
-    "Phase",
-    "Strategy",
-    "SurgicalFineTuningCallback",
-    "TransferArguments",
-    "TransferMixin",
-    "TransferPlan",
-    "TransferSchedule",
-    "TransferScheduleCallback",
-    "TransferTrainer",
-    "TransferTrainingArguments",
-    "build_param_groups",
-    "build_plan",
-    "cross_validated_search",
-    "depth_learning_rates",
-    "linear_probe",
-    "register_strategy",
-    "reinit_head",
-    "reinit_top_blocks",
-    "select_wise_alpha",
-    "slanted_triangular",
-    "wise_ft_interpolate",
-    "with_transfer",
-]
+EXPORTS = {
+    **dict.fromkeys(["TransferArguments", "TransferTrainingArguments"], ".arguments"),
+    **dict.fromkeys(
+        ["GradualUnfreezingCallback", "LPFTCallback", "SurgicalFineTuningCallback", "TransferScheduleCallback"],
+        ".callbacks",
+    ),
+    "cross_validated_search": ".cross_validation",
+    **dict.fromkeys(["LayerMap", "LayerMapError"], ".layer_map"),
+    **dict.fromkeys(["build_param_groups", "depth_learning_rates"], ".param_groups"),
+    **dict.fromkeys(["TransferPlan", "build_plan"], ".plan"),
+    **dict.fromkeys(["Phase", "TransferSchedule", "slanted_triangular"], ".schedules"),
+    **dict.fromkeys(["STRATEGIES", "Strategy", "register_strategy"], ".strategies"),
+    "L2SP": ".strategies.l2sp",
+    **dict.fromkeys(["linear_probe", "extract_features", "fit_linear_probe"], ".strategies.linear_probe"),
+    **dict.fromkeys(["reinit_head", "reinit_top_blocks"], ".strategies.reinit"),
+    "AutoRGNCallback": ".strategies.surgical",
+    **dict.fromkeys(["select_wise_alpha", "wise_ft_interpolate"], ".strategies.wise_ft"),
+    **dict.fromkeys(["TransferMixin", "TransferTrainer", "with_transfer"], ".trainer"),
+}
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -8,7 +8,7 @@
 Each class registers its ``algorithm=`` name in :data:`ALGORITHMS` (``registry.py``). They import with torch alone.
 """
 
-from .._lazy import renamed as _renamed
+from ..._lazy import renamed as _renamed
 from .base import EPISODE_KEYS, InnerLoopAlgorithm, MetaAlgorithm, MetaOutput, check_episode, stack_tasks
 from .registry import ALGORITHMS, build_algorithm, register_algorithm
 

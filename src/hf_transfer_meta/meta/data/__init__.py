@@ -4,7 +4,7 @@ family, and loaders for the project's data sets from local files (nothing is dow
 Names import lazily: :class:`SinusoidTasks` needs torch alone, the rest ``datasets`` (and PIL for images).
 """
 
-from .._lazy import lazy_exports
+from ..._lazy import lazy_exports
 
 _EXPORTS = {
     "RandomAffine": ".augment",

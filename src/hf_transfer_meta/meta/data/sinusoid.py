@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .._lazy import renamed
+from ..._lazy import renamed
 
 __all__ = ["SinusoidTasks"]
 

@@ -147,7 +147,8 @@ def _check(a) -> None:
 def _describe(a) -> str:
     if a.unfreeze_every is None:
         return f"gradual unfreezing (over the first {a.unfreeze_fraction:.0%} of the run)"
-    return f"gradual unfreezing (every {a.unfreeze_every:g} {a.unfreeze_unit})"
+    unit = a.unfreeze_unit + ("" if a.unfreeze_every == 1 else "s")
+    return f"gradual unfreezing (every {a.unfreeze_every:g} {unit})"
 
 
 STRATEGY = Strategy(
