@@ -34,6 +34,7 @@ def _layers(argv: list[str]) -> int:
 
     import transformers
 
+    from . import vision  # noqa: F401  (registers EfficientNet-Lite and the CIFAR ResNets with the Auto classes)
     from .transfer.layer_map import LayerMap, LayerMapError
     from .transfer.param_groups import depth_learning_rates
 
