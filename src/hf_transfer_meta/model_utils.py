@@ -59,3 +59,25 @@ def strip_wrapper_prefixes(name: str) -> str:
             if name.startswith(prefix):
                 name, stripped = name[len(prefix) :], True
     return name
+
+
+def image_classifier_output(logits, labels=None, hidden_states=None, return_dict: bool | None = None):
+    """What an image classifier's ``forward`` returns, as transformers' own do: cross-entropy ``loss`` when
+    ``labels`` are given, an ``ImageClassifierOutput`` (or a tuple with ``return_dict=False``)."""
+    import torch.nn.functional as F
+    from transformers.modeling_outputs import ImageClassifierOutput
+
+    loss = F.cross_entropy(logits, labels) if labels is not None else None
+    if return_dict is False:
+        rest = (logits,) + ((hidden_states,) if hidden_states is not None else ())
+        return ((loss,) + rest) if loss is not None else rest
+    return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+
+def register_image_classifier(model_type: str, config_cls, model_cls, classifier_cls) -> None:
+    """Register a config and its models with the Auto classes, so saved folders load through them."""
+    from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+    AutoConfig.register(model_type, config_cls, exist_ok=True)
+    AutoModel.register(config_cls, model_cls, exist_ok=True)
+    AutoModelForImageClassification.register(config_cls, classifier_cls, exist_ok=True)

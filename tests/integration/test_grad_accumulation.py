@@ -9,7 +9,7 @@ others prove the fix. SGD without dropout makes the comparison exact: any scalin
 import pytest
 import torch
 import transformers as T
-from tiny_models import tiny_bert
+from tiny_models import TokenTensors, tiny_bert
 from transformers import Trainer, TrainingArguments
 
 from hf_transfer_meta import TransferTrainer, TransferTrainingArguments
@@ -21,14 +21,11 @@ def bert(seed=0):
     return tiny_bert(layers=2, seed=seed, vocab_size=VOCAB)
 
 
-class Data(torch.utils.data.Dataset):
-    def __init__(self, n=N, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(1, VOCAB, (n, SEQ_LEN), generator=g)
-        self.labels = (self.ids[:, 0] > VOCAB // 2).long()
+class Data(TokenTensors):
+    """tiny_models' token task without the attention mask (all ones: the same outputs)."""
 
-    def __len__(self):
-        return len(self.labels)
+    def __init__(self, n=N, seed=0):
+        super().__init__(n=n, seq_len=SEQ_LEN, seed=seed, vocab_size=VOCAB)
 
     def __getitem__(self, i):
         return {"input_ids": self.ids[i], "labels": self.labels[i]}

@@ -17,14 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageClassification,
     PreTrainedConfig,
     PreTrainedModel,
 )
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+
+from ..model_utils import image_classifier_output, register_image_classifier
 
 __all__ = [
     "EfficientNetLiteConfig",
@@ -231,13 +230,10 @@ class EfficientNetLiteForImageClassification(EfficientNetLitePreTrainedModel):
     ) -> ImageClassifierOutput | tuple:
         out = self.efficientnet_lite(pixel_values, output_hidden_states=output_hidden_states)
         logits = self.classifier(self.dropout(out.pooler_output))
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
-        if return_dict is False:
-            rest = (logits,) + ((out.hidden_states,) if output_hidden_states else ())
-            return ((loss,) + rest) if loss is not None else rest
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        hidden = out.hidden_states if output_hidden_states else None
+        return image_classifier_output(logits, labels, hidden, return_dict)
 
 
-AutoConfig.register("efficientnet_lite", EfficientNetLiteConfig, exist_ok=True)
-AutoModel.register(EfficientNetLiteConfig, EfficientNetLiteModel, exist_ok=True)
-AutoModelForImageClassification.register(EfficientNetLiteConfig, EfficientNetLiteForImageClassification, exist_ok=True)
+register_image_classifier(
+    "efficientnet_lite", EfficientNetLiteConfig, EfficientNetLiteModel, EfficientNetLiteForImageClassification
+)

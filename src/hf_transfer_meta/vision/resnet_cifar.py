@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageClassification,
     PreTrainedConfig,
     PreTrainedModel,
 )
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
+
+from ..model_utils import image_classifier_output, register_image_classifier
 
 __all__ = [
     "CifarResNetConfig",
@@ -164,13 +163,8 @@ class CifarResNetForImageClassification(CifarResNetPreTrainedModel):
     ) -> ImageClassifierOutput | tuple:
         out = self.resnet(pixel_values, output_hidden_states=output_hidden_states)
         logits = self.classifier(out.pooler_output)
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
-        if return_dict is False:
-            rest = (logits,) + ((out.hidden_states,) if output_hidden_states else ())
-            return ((loss,) + rest) if loss is not None else rest
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        hidden = out.hidden_states if output_hidden_states else None
+        return image_classifier_output(logits, labels, hidden, return_dict)
 
 
-AutoConfig.register("cifar_resnet", CifarResNetConfig, exist_ok=True)
-AutoModel.register(CifarResNetConfig, CifarResNetModel, exist_ok=True)
-AutoModelForImageClassification.register(CifarResNetConfig, CifarResNetForImageClassification, exist_ok=True)
+register_image_classifier("cifar_resnet", CifarResNetConfig, CifarResNetModel, CifarResNetForImageClassification)

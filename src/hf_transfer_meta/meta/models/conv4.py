@@ -28,14 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageClassification,
     PreTrainedConfig,
     PreTrainedModel,
 )
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+
+from ...model_utils import image_classifier_output, register_image_classifier
 
 __all__ = [
     "BatchStatNorm2d",
@@ -319,13 +318,8 @@ class Conv4ForImageClassification(Conv4PreTrainedModel):
     ) -> ImageClassifierOutput | tuple:
         out = self.conv4(pixel_values, output_hidden_states=output_hidden_states)
         logits = self.classifier(out.pooler_output)
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
-        if return_dict is False:
-            rest = (logits,) + ((out.hidden_states,) if output_hidden_states else ())
-            return ((loss,) + rest) if loss is not None else rest
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        hidden = out.hidden_states if output_hidden_states else None
+        return image_classifier_output(logits, labels, hidden, return_dict)
 
 
-AutoConfig.register("conv4", Conv4Config, exist_ok=True)
-AutoModel.register(Conv4Config, Conv4Model, exist_ok=True)
-AutoModelForImageClassification.register(Conv4Config, Conv4ForImageClassification, exist_ok=True)
+register_image_classifier("conv4", Conv4Config, Conv4Model, Conv4ForImageClassification)
