@@ -63,6 +63,13 @@ class ModelArguments:
         },
     )
     config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Override config fields of the loaded model, e.g. 'batch_norm_momentum=0.1' (TF-ported "
+            "EfficientNets keep BatchNorm statistics with momentum 0.01, too slow for a short fine-tune)."
+        },
+    )
     image_processor_name: str | None = field(default=None, metadata={"help": "Image processor, if not the model's."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to store Hub downloads."})
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the model."})
@@ -224,12 +231,19 @@ def label_names(splits: dict, column: str) -> list[str]:
 def prepare_data(data_args, model_args, training_args) -> tuple[dict, dict]:
     """The splits the run needs, subsets taken, columns and every image checked."""
     splits, where = load_splits(data_args, model_args)
+    file_rows: dict[str, list[int]] = {}  # rows of a split in the file it came from (a held-out split: a subset)
     if training_args.do_train and "train" not in splits:
         raise ValueError("--do_train needs training data: --train_dir, --train_file or --dataset_name.")
     if training_args.do_eval and "validation" not in splits:
         if "train" in splits and data_args.train_val_split > 0:
-            held = splits["train"].train_test_split(data_args.train_val_split, seed=data_args.subset_seed)
-            splits["train"], splits["validation"] = held["train"], held["test"]
+            order = np.random.default_rng(data_args.subset_seed).permutation(len(splits["train"]))
+            n_val = max(1, int(round(data_args.train_val_split * len(order))))
+            file_rows["validation"], file_rows["train"] = (
+                sorted(order[:n_val].tolist()),
+                sorted(order[n_val:].tolist()),
+            )
+            splits["validation"] = splits["train"].select(file_rows["validation"])
+            splits["train"] = splits["train"].select(file_rows["train"])
             where["validation"] = f"{where['train']} (held-out {data_args.train_val_split:.0%})"
             where["train"] = f"{where['train']} (the other {1 - data_args.train_val_split:.0%})"
         else:
@@ -255,6 +269,8 @@ def prepare_data(data_args, model_args, training_args) -> tuple[dict, dict]:
             except Exception as err:
                 raise ValueError(f"{where[split]}: column {column!r} does not hold images ({err}).") from None
         splits[split], rows = seeded_subset(splits[split], wanted[split][1], data_args.subset_seed)
+        if split in file_rows:
+            rows = [file_rows[split][r] for r in rows]
         check_images(splits[split], rows, where[split], column)
     if not splits:
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
@@ -322,6 +338,12 @@ def main():
         token=model_args.token,
         trust_remote_code=model_args.trust_remote_code,
     )
+    if model_args.config_overrides:
+        try:
+            config.update_from_string(model_args.config_overrides)
+        except ValueError as err:
+            raise SystemExit(f"error: --config_overrides {model_args.config_overrides!r}: {err}") from None
+        logger.info(f"Config overrides {model_args.config_overrides}: {config}")
     model = AutoModelForImageClassification.from_pretrained(
         model_args.model_name_or_path,
         config=config,

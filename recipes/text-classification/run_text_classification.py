@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> dict:
         logger.warning(f"Cross-validated search: best {best.hyperparameters} (mean {best.objective:.4f} over folds)")
         training_args.learning_rate = best.hyperparameters["learning_rate"]
         results["cv"] = {"hyperparameters": best.hyperparameters, "objective": best.objective,
-                         "fold_scores": best.fold_scores}  # fmt: skip
+                         "fold_scores": best.fold_scores, "folds": data_args.cv_folds,
+                         "trials": [{k: t[k] for k in ("hyperparameters", "fold_scores", "objective", "state")}
+                                    for t in best.trials]}  # fmt: skip
         model = model_init()
 
     # ------------------------------------------------------------------ initialize our Trainer

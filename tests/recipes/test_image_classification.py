@@ -227,3 +227,42 @@ def test_single_json_argument_evaluates_only(tiny, tmp_path):
     assert {"eval_accuracy", "eval_pixelate_accuracy", "eval_samples"} <= set(metrics)
     assert metrics["eval_samples"] == 18 and metrics["eval_corruption_severity"] == 5
     assert not (out_dir / "train_results.json").exists()
+
+
+def test_undecodable_image_in_a_held_out_split_is_named_by_its_file_row(tiny, tmp_path):
+    """--train_val_split shuffles rows into two splits: the message still names the row of the file."""
+    import datasets
+
+    good = (tiny["train"] / "red" / "0.png").read_bytes()
+    n, bad_row = 20, 13
+    images = [{"bytes": b"not a png" if i == bad_row else good, "path": None} for i in range(n)]
+    table = datasets.Dataset.from_dict(
+        {"image": images, "label": [i % 2 for i in range(n)]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
+    path = tmp_path / "train.parquet"
+    table.to_parquet(path)
+    for fraction in ("0.25", "0.75"):  # the bad row lands in one split or the other
+        _refused(tiny, tmp_path, ["--train_file", path, "--train_val_split", fraction], str(path), f"row {bad_row}")
+
+
+def test_config_overrides_reach_the_saved_config_and_bad_keys_are_refused(tiny, tmp_path):
+    out_dir = tmp_path / "override"
+    common = [
+        "--model_name_or_path",
+        tiny["model"],
+        "--validation_dir",
+        tiny["val"],
+        "--do_eval",
+        "--report_to",
+        "none",
+    ]
+    train = ["--train_dir", tiny["train"], "--do_train", "--max_steps", "1", "--save_strategy", "no"]
+    result = _run([*common, *train, "--config_overrides", "image_size=24", "--output_dir", out_dir])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out_dir / "config.json").read_text())["image_size"] == 24
+    assert json.loads((tiny["model"] / "config.json").read_text())["image_size"] == 16
+    bad = tmp_path / "bad-override"
+    result = _run([*common, "--config_overrides", "no_such_field=1", "--output_dir", bad])
+    assert result.returncode != 0 and "--config_overrides" in result.stderr and "no_such_field" in result.stderr
+    assert not bad.exists() or not any(bad.iterdir())

@@ -255,3 +255,23 @@ def test_agnews_string_topics_reach_the_config_and_minilm_learns(minilm_path, sh
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "Business", "1": "Sci/Tech", "2": "Sports", "3": "World"}
     assert results["eval"]["eval_accuracy"] > 0.5  # 256 examples, one epoch; chance is 0.25
+
+
+def test_cv_folds_choose_the_learning_rate_on_training_folds_only(tiny_model, task_files, tmp_path):
+    """--cv_folds 2 --cv_trials 2: each trial trains on one half of the training rows and scores the other; the final
+    run uses the best trial's learning rate; validation and test rows are never seen by the search."""
+    out = tmp_path / "cv"
+    extra = ["--do_train", "--do_eval", "--num_train_epochs", "4", "--per_device_train_batch_size", "16",
+             "--cv_folds", "2", "--cv_trials", "2", "--cv_learning_rates", "5e-3", "3e-2"]  # fmt: skip
+    results = recipe.main(run_args(tiny_model, out, task_files, *extra))
+    cv = results["cv"]
+    assert cv["folds"] == 2 and len(cv["trials"]) == 2
+    assert all(len(t["fold_scores"]) == 2 and t["state"] == "COMPLETE" for t in cv["trials"])
+    best = max(cv["trials"], key=lambda t: t["objective"])
+    assert cv["hyperparameters"] == best["hyperparameters"]
+    assert cv["objective"] == pytest.approx(sum(best["fold_scores"]) / 2)
+    lr = cv["hyperparameters"]["learning_rate"]
+    assert 5e-3 <= lr <= 3e-2
+    assert results["train"]["cv_learning_rate"] == lr
+    assert json.loads((out / "train_results.json").read_text())["cv_learning_rate"] == lr
+    assert results["eval"]["eval_accuracy"] > 0.8  # the final run at the chosen LR learned the task
