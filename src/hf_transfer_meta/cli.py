@@ -1,4 +1,5 @@
-"""`hf-transfer-meta` command line: `layers` prints a model's layer map, `demo` runs the end-to-end study."""
+"""`hf-transfer-meta` command line: `layers` prints a model's layer map, `demo` runs the end-to-end study, `select`
+ranks pretrained checkpoints on the user's data."""
 
 from __future__ import annotations
 
@@ -70,16 +71,23 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"layers": _layers, "demo": _demo}
+def _select(argv: list[str]) -> int:
+    from .selection.cli import main as select_main
+
+    return select_main(argv)
+
+
+COMMANDS = {"layers": _layers, "demo": _demo, "select": _select}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(
-            "usage: hf-transfer-meta {layers,demo} [options]\n"
+            "usage: hf-transfer-meta {" + ",".join(COMMANDS) + "} [options]\n"
             "  layers  print the layer map of a model (depth -> modules, parameter count, LR)\n"
             "  demo    run the transfer study and the meta-learning study (digits, sinusoid)\n"
+            "  select  rank pretrained checkpoints on your data (CV linear probe, LogME), best first\n"
             "Run `hf-transfer-meta COMMAND --help` for a command's options.",
             file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout,
         )
