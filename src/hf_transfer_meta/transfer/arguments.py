@@ -104,6 +104,27 @@ class TransferArguments:
     unfreeze_restart_schedule: bool = field(
         default=False, metadata={"help": "Restart the base LR schedule (warmup/decay) at every unfreezing (fastai)."}
     )
+    unfreeze_on: str = field(
+        default="schedule",
+        metadata={
+            "help": "When gradual unfreezing moves on: by its `schedule` (unfreeze_every / unfreeze_fraction), or at "
+            "each `plateau` of the validation metric (the scheduled interval is then the longest wait).",
+            "choices": ["schedule", "plateau"],
+        },
+    )
+    phase_patience: int = field(
+        default=1, metadata={"help": "Plateau phases: evaluations without improvement before the next phase begins."}
+    )
+    phase_threshold: float = field(
+        default=0.0, metadata={"help": "Plateau phases: the least change of phase_metric that counts as improvement."}
+    )
+    phase_metric: str | None = field(
+        default=None,
+        metadata={"help": "Plateau phases: the eval metric watched (default: metric_for_best_model, else the loss)."},
+    )
+    phase_reset_optimizer: bool = field(
+        default=False, metadata={"help": "Clear the optimizer state (Adam moments) when a new phase begins."}
+    )
     lp_mode: str | None = field(
         default=None,
         metadata={
@@ -114,6 +135,19 @@ class TransferArguments:
         },
     )
     lp_epochs: float = field(default=1.0, metadata={"help": "Length of the head-only stage for lp_mode=epochs."})
+    lp_until: str = field(
+        default="epochs",
+        metadata={
+            "help": "When the head-only stage of lp_mode=epochs ends: after `lp_epochs`, or at the first plateau of "
+            "the validation metric (`plateau`: phase_metric has not improved by phase_threshold for phase_patience "
+            "evaluations; lp_epochs is then the cap).",
+            "choices": ["epochs", "plateau"],
+        },
+    )
+    lp_restart_schedule: bool = field(
+        default=True,
+        metadata={"help": "LP-FT: restart the base LR schedule at the fine-tuning stage (two trainings)."},
+    )
     lp_learning_rate: float | None = field(
         default=None, metadata={"help": "LR of the head-only stage (default: learning_rate)."}
     )

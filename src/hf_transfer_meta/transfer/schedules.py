@@ -3,6 +3,11 @@
 Everything here is a pure function of the global optimizer step: a resumed run, every DDP rank and the tests get the
 same answer without stored state. A strategy is a list of phases; a phase says from which step on which depths
 train, with which LR multiplier, and whether the base LR schedule (warmup, decay) restarts at its start.
+
+A phase may instead begin when the validation metric stops improving (``on_plateau``): its ``start`` is then the
+latest step it may begin (the previous phase's planned length is a cap). The schedule stays a pure function, of the
+step and of ``switches``, the steps at which such phases did begin; `PlateauPhaseCallback` records them and they
+are saved with every checkpoint.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class Phase:
     lr_multiplier: float = 1.0
     restart: bool = False
     name: str = ""
+    on_plateau: bool = False  # begins at the previous phase's plateau; `start` - previous start is the cap
 
 
 @dataclass
@@ -105,6 +111,7 @@ class TransferSchedule:
     base: str = "linear"
     warmup: float = 0  # steps (>= 1) or a ratio of the phase's length (< 1), as TrainingArguments.warmup_steps
     base_kwargs: dict = field(default_factory=dict)
+    switches: dict[int, int] = field(default_factory=dict)  # phase index -> the step a plateau began it at
 
     def __post_init__(self):
         if not self.phases:
@@ -112,11 +119,33 @@ class TransferSchedule:
         self.phases = sorted(self.phases, key=lambda p: p.start)
         if self.phases[0].start != 0:
             raise ValueError(f"The first phase must start at step 0, not {self.phases[0].start}.")
+        if self.phases[0].on_plateau:
+            raise ValueError("The first phase cannot wait for a plateau: it starts at step 0.")
+
+    @property
+    def has_plateau_phases(self) -> bool:
+        return any(p.on_plateau for p in self.phases)
+
+    def starts(self) -> list[int]:
+        """The step each phase begins at: its planned start, or, for a phase that waits for a plateau, the recorded
+        switch, else the previous phase's actual start plus its planned length (the cap)."""
+        out = [0]
+        for i in range(1, len(self.phases)):
+            planned_length = self.phases[i].start - self.phases[i - 1].start
+            cap = out[-1] + planned_length
+            out.append(min(self.switches[i], cap) if self.phases[i].on_plateau and i in self.switches else cap)
+        return out
+
+    def record_switch(self, index: int, step: int) -> None:
+        """Phase ``index`` (which waits for a plateau) begins at ``step``."""
+        if not self.phases[index].on_plateau:
+            raise ValueError(f"Phase {index} ({self.phases[index].name!r}) does not wait for a plateau.")
+        self.switches[index] = int(step)
 
     def phase_index(self, step: int) -> int:
         idx = 0
-        for i, p in enumerate(self.phases):
-            if p.start <= step:
+        for i, start in enumerate(self.starts()):
+            if start <= step:
                 idx = i
         return idx
 
@@ -124,9 +153,17 @@ class TransferSchedule:
         return self.phases[self.phase_index(step)]
 
     def phase_bounds(self, index: int) -> tuple[int, int]:
-        start = self.phases[index].start
-        end = self.phases[index + 1].start if index + 1 < len(self.phases) else self.total_steps
+        starts = self.starts()
+        start = starts[index]
+        end = starts[index + 1] if index + 1 < len(self.phases) else self.total_steps
         return start, max(end, start + 1)
+
+    def _restart_length(self, index: int) -> int:
+        """The length a restarted base schedule decays over: the planned one (a phase that may end early at a
+        plateau does not know when), the rest of the run for the last phase."""
+        if index + 1 < len(self.phases):
+            return max(1, self.phases[index + 1].start - self.phases[index].start)
+        return max(1, self.total_steps - self.starts()[index])
 
     @property
     def is_trivial(self) -> bool:
@@ -144,8 +181,7 @@ class TransferSchedule:
         i = self.phase_index(step)
         phase = self.phases[i]
         if phase.restart:
-            start, end = self.phase_bounds(i)
-            t, length = step - start, end - start
+            t, length = step - self.starts()[i], self._restart_length(i)
         else:
             t, length = step, self.total_steps
         return base_lr_lambda(self.base, t, length, self._warmup_steps(length), **self.base_kwargs)
@@ -162,15 +198,16 @@ class TransferSchedule:
         out = []
         for i, p in enumerate(self.phases):
             start, end = self.phase_bounds(i)
-            out.append(
-                {
-                    "name": p.name,
-                    "steps": [start, end],
-                    "trainable_depths": sorted(p.depths),
-                    "lr_multiplier": p.lr_multiplier,
-                    "restart": p.restart,
-                }
-            )
+            row = {
+                "name": p.name,
+                "steps": [start, end],
+                "trainable_depths": sorted(p.depths),
+                "lr_multiplier": p.lr_multiplier,
+                "restart": p.restart,
+            }
+            if p.on_plateau:
+                row["began"] = "plateau" if i in self.switches and self.switches[i] <= start else "cap"
+            out.append(row)
         return out
 
 

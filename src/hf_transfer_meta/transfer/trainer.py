@@ -26,8 +26,10 @@ from .callbacks import AutoRGNCallback, TransferScheduleCallback
 from .layer_map import LayerMap
 from .optimizer import build_strategy_optimizer, group_lr_lambda, schedule_needed
 from .plan import TransferPlan, build_plan, plan_depth_lrs
+from .plateau import PlateauPhaseCallback, monitored_metric
 from .schedules import STLR, TransferSchedule
 from .strategies import STRATEGIES, StartInputs
+from .strategies.plateau_phases import uses_plateau
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class TransferMixin:
         self._reference: dict[str, torch.Tensor] | None = None
         self._pending_logs: dict[str, float] = {}
         self.schedule_callback: TransferScheduleCallback | None = None
+        self.plateau_callback: PlateauPhaseCallback | None = None
         if self.strategy_active:
             if training_args is not None:
                 _prepare_args(training_args, t)
@@ -99,6 +102,18 @@ class TransferMixin:
             if training_args is None:
                 _prepare_args(self.args, t)
             self._check_strategy_at_init()
+            if uses_plateau(t):
+                key, higher = monitored_metric(
+                    t.phase_metric, self.args.metric_for_best_model, self.args.greater_is_better
+                )
+                self.plateau_callback = PlateauPhaseCallback(
+                    metric=key,
+                    greater_is_better=higher,
+                    patience=t.phase_patience,
+                    threshold=t.phase_threshold,
+                    reset_optimizer=t.phase_reset_optimizer,
+                )
+                self.add_callback(self.plateau_callback)
             if self.model is not None:
                 self.get_layer_map()  # an unmappable model fails here, with the override in the message
 
@@ -121,8 +136,15 @@ class TransferMixin:
             )
         needing = t.needs_eval_dataset
         if needing and self.eval_dataset is None:
-            fields = ", ".join(f"{STRATEGIES[n].fields[0]}={getattr(t, STRATEGIES[n].fields[0])!r}" for n in needing)
+            fields = ", ".join(_choosing_field(t, n) for n in needing)
             raise ValueError(f"{fields} chooses on eval_dataset: pass an eval_dataset (or drop it).")
+        eval_strategy = str(getattr(self.args.eval_strategy, "value", self.args.eval_strategy))
+        if uses_plateau(t) and eval_strategy == "no":
+            field = "lp_until" if t.lp_until == "plateau" else "unfreeze_on"
+            raise ValueError(
+                f"{field}='plateau' waits for the validation metric to stop improving, but eval_strategy='no': "
+                "set eval_strategy='steps' (with eval_steps) or 'epoch'."
+            )
         if t.lp_mode == "logistic":
             from .strategies.linear_probe import check_probe_dataset
 
@@ -242,6 +264,7 @@ class TransferMixin:
         if plan.schedule.total_steps != num_training_steps:  # auto_find_batch_size changed the batch size
             plan = self.transfer_plan = self._build_plan(self.model, num_training_steps, plan.steps_per_epoch)
             self.schedule_callback.set_plan(plan.schedule, plan.layer_map, plan.managed)
+            self._bind_plateau(plan.schedule, fresh=False)
         schedule = plan.schedule
         if schedule.is_trivial and schedule.base != STLR:
             return super().create_scheduler(num_training_steps, optimizer)  # stock schedule, per-group LRs kept
@@ -285,6 +308,7 @@ class TransferMixin:
         for n in plan.managed:
             named[n].requires_grad_(True)
         self.schedule_callback.set_plan(plan.schedule, plan.layer_map, plan.managed)
+        self._bind_plateau(plan.schedule, fresh=True)  # a resumed run's switches are restored with the state
         probe_metrics = dict(self._pending_logs)
         output = super()._inner_training_loop(
             batch_size=batch_size, args=args, resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs
@@ -294,6 +318,32 @@ class TransferMixin:
         if self.transfer_args.wise_ft_alphas:
             self._apply_wise_ft()
         return output
+
+    def _bind_plateau(self, schedule: TransferSchedule, fresh: bool) -> None:
+        if self.plateau_callback is None:
+            return
+        if fresh:  # a new run (or trial) starts with no recorded switch
+            self.plateau_callback.restore({"attributes": PlateauPhaseCallback().state()["attributes"]})
+        self.plateau_callback.set_schedule(schedule)
+
+    def _load_callback_state(self) -> None:
+        """Trainer's restore, and always the plateau switches: the phases of a resumed run depend on them, whatever
+        ``restore_callback_states_from_checkpoint`` says (Trainer may also have replaced the callback by a copy)."""
+        super()._load_callback_state()
+        if self.plateau_callback is None:
+            return
+        callback = next(cb for cb in self.callback_handler.callbacks if isinstance(cb, PlateauPhaseCallback))
+        self.plateau_callback = callback
+        stored = self.state.stateful_callbacks.get(type(callback).__name__)
+        if isinstance(stored, list):
+            stored = stored[0] if stored else None
+        if not stored:
+            raise ValueError(
+                "This run's phases wait for validation plateaus, but the checkpoint records no plateau switches "
+                "(it was saved by a run without lp_until/unfreeze_on='plateau'): resume it with the same strategy."
+            )
+        callback.restore(stored)
+        callback.set_schedule(self.transfer_plan.schedule)
 
     def _before_training(self, model: nn.Module, lm: LayerMap) -> None:
         """The strategies' steps before the first step of a fresh run (re-initialisation, the LP-FT probe)."""
@@ -484,6 +534,15 @@ def with_transfer(trainer_cls: type) -> type:
         (TransferMixin, trainer_cls),
         {"__module__": trainer_cls.__module__, "__doc__": f"{trainer_cls.__name__} with hf_transfer_meta strategies."},
     )
+
+
+def _choosing_field(t: TransferArguments, name: str) -> str:
+    """The field that makes strategy ``name`` need an eval dataset, as ``field=value``."""
+    if name == "plateau_phases":
+        field = "lp_until" if t.lp_until == "plateau" else "unfreeze_on"
+    else:
+        field = STRATEGIES[name].fields[0]
+    return f"{field}={getattr(t, field)!r}"
 
 
 def _prepare_args(args: TrainingArguments, t: TransferArguments) -> None:

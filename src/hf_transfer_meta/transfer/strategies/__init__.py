@@ -29,6 +29,7 @@ def register_strategy(strategy: Strategy) -> Strategy:
 _MODULES = [
     ("lp_ft", "STRATEGY"),
     ("gradual_unfreezing", "STRATEGY"),
+    ("plateau_phases", "STRATEGY"),
     ("surgical", "STRATEGY"),
     ("fixed_depths", "STRATEGY"),
     ("surgical", "AUTO_RGN"),

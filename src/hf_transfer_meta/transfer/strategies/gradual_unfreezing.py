@@ -15,6 +15,8 @@ from .base import PlanInputs, Strategy, check_field
 
 __all__ = ["gradual_unfreezing_phases", "plan_gradual_unfreezing", "spread_unfreezing_phases", "STRATEGY"]
 
+UNFREEZE_ON = ("schedule", "plateau")
+
 
 def gradual_unfreezing_phases(
     num_depths: int, every: int, *, restart: bool = False, start_depths: int = 1, lr_multiplier: float = 1.0
@@ -129,7 +131,12 @@ def _phases(inputs: PlanInputs) -> tuple[list[Phase], str]:
         allow_partial=a.allow_partial_unfreezing,
         restart=a.unfreeze_restart_schedule,
     )
-    return [dataclasses.replace(p, depths=frozenset(range(held[min(p.depths)], n))) for p in slots], description
+    phases = [dataclasses.replace(p, depths=frozenset(range(held[min(p.depths)], n))) for p in slots]
+    if a.unfreeze_on == "plateau":
+        # Each next depth joins at a plateau of the validation metric; the planned interval is the longest wait.
+        phases = [phases[0]] + [dataclasses.replace(p, on_plateau=True) for p in phases[1:]]
+        description += "; each next depth joins earlier when validation stops improving (phase_patience)"
+    return phases, description
 
 
 def _check(a) -> None:
@@ -142,9 +149,18 @@ def _check(a) -> None:
         "it must be > 0, or unset to spread the unfreezing over the run",
     )
     check_field(0 < a.unfreeze_fraction <= 1, "unfreeze_fraction", a.unfreeze_fraction, "it must be in (0, 1]")
+    check_field(a.unfreeze_on in UNFREEZE_ON, "unfreeze_on", a.unfreeze_on, f"use one of {UNFREEZE_ON}")
+    check_field(
+        a.unfreeze_on != "plateau" or a.gradual_unfreezing,
+        "unfreeze_on",
+        a.unfreeze_on,
+        "it says when gradual unfreezing moves on: set gradual_unfreezing=True too",
+    )
 
 
 def _describe(a) -> str:
+    if a.unfreeze_on == "plateau":
+        return "gradual unfreezing (one more depth at each validation plateau)"
     if a.unfreeze_every is None:
         return f"gradual unfreezing (over the first {a.unfreeze_fraction:.0%} of the run)"
     unit = a.unfreeze_unit + ("" if a.unfreeze_every == 1 else "s")
@@ -162,6 +178,7 @@ STRATEGY = Strategy(
         "unfreeze_fraction",
         "allow_partial_unfreezing",
         "unfreeze_restart_schedule",
+        "unfreeze_on",
     ),  # fmt: skip
     is_active=lambda a: bool(a.gradual_unfreezing),
     describe=_describe,

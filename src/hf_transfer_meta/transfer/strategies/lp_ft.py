@@ -19,21 +19,31 @@ __all__ = ["LP_MODES", "lp_ft_phases", "STRATEGY"]
 logger = logging.getLogger(__name__)
 
 LP_MODES = ("epochs", "logistic")
+LP_UNTIL = ("epochs", "plateau")
 
 
 def lp_ft_phases(
-    num_depths: int, lp_steps: int, *, lp_lr_multiplier: float = 1.0, ft_depths: Iterable[int] | None = None
+    num_depths: int,
+    lp_steps: int,
+    *,
+    lp_lr_multiplier: float = 1.0,
+    ft_depths: Iterable[int] | None = None,
+    until_plateau: bool = False,
+    restart: bool = True,
 ) -> list[Phase]:
     """LP-FT (Kumar et al. 2022): the head alone for ``lp_steps`` (the linear probe), then full fine-tuning.
 
-    Each stage restarts the base LR schedule, as the paper ran them as two trainings.
+    Each stage restarts the base LR schedule by default, as the paper ran them as two trainings. With
+    ``until_plateau`` the fine-tuning begins as soon as validation stops improving, ``lp_steps`` at the latest.
     """
     head = num_depths - 1
     ft = frozenset(ft_depths) if ft_depths is not None else frozenset(range(num_depths))
     phases = []
     if lp_steps > 0:
-        phases.append(Phase(0, frozenset({head}), lr_multiplier=lp_lr_multiplier, restart=True, name="linear_probe"))
-    phases.append(Phase(lp_steps, ft, restart=True, name="fine_tune"))
+        phases.append(
+            Phase(0, frozenset({head}), lr_multiplier=lp_lr_multiplier, restart=restart, name="linear_probe")
+        )
+    phases.append(Phase(lp_steps, ft, restart=restart, name="fine_tune", on_plateau=until_plateau and lp_steps > 0))
     return phases
 
 
@@ -44,8 +54,19 @@ def _phases(inputs: PlanInputs) -> tuple[list[Phase], str]:
         return lp_ft_phases(n, 0), "LP-FT: a logistic-regression probe initialises the head, then every depth trains"
     head_lr = inputs.depth_lrs[lm.head_depth]
     lp_steps = round(a.lp_epochs * inputs.steps_per_epoch)
-    phases = lp_ft_phases(n, lp_steps, lp_lr_multiplier=(a.lp_learning_rate / head_lr) if a.lp_learning_rate else 1.0)
+    phases = lp_ft_phases(
+        n,
+        lp_steps,
+        lp_lr_multiplier=(a.lp_learning_rate / head_lr) if a.lp_learning_rate else 1.0,
+        until_plateau=a.lp_until == "plateau",
+        restart=a.lp_restart_schedule,
+    )
     description = f"LP-FT: the head alone for {lp_steps} steps ({a.lp_epochs:g} epochs), then every depth"
+    if a.lp_until == "plateau":
+        description = (
+            f"LP-FT: the head alone until validation stops improving (at most {lp_steps} steps, {a.lp_epochs:g} "
+            "epochs), then every depth"
+        )
     if lp_steps >= total:
         description += f"; the run ends at step {total}, inside the head-only stage"
         logger.warning(
@@ -81,6 +102,13 @@ def _check(a) -> None:
     check_field(a.lp_epochs > 0, "lp_epochs", a.lp_epochs, "the head-only stage must last > 0 epochs")
     lr = a.lp_learning_rate
     check_field(lr is None or lr > 0, "lp_learning_rate", lr, "it must be > 0, or unset to use learning_rate")
+    check_field(a.lp_until in LP_UNTIL, "lp_until", a.lp_until, f"use one of {LP_UNTIL}")
+    check_field(
+        a.lp_until != "plateau" or a.lp_mode == "epochs",
+        "lp_until",
+        a.lp_until,
+        "a plateau ends the head-only stage trained by SGD: set lp_mode='epochs' (lp_epochs is then its cap)",
+    )
     grid = a.lp_c_grid
     check_field(
         grid is None or (len(grid) > 0 and all(c > 0 for c in grid)),
@@ -99,9 +127,11 @@ STRATEGY = Strategy(
     name="lp_ft",
     title="LP-FT (linear probe, then fine-tuning)",
     paper="Kumar et al. 2022, Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution",
-    fields=("lp_mode", "lp_epochs", "lp_learning_rate", "lp_c_grid"),
+    fields=("lp_mode", "lp_epochs", "lp_learning_rate", "lp_c_grid", "lp_until", "lp_restart_schedule"),
     is_active=lambda a: a.lp_mode is not None,
-    describe=lambda a: f"LP-FT ({a.lp_mode} probe)",
+    describe=lambda a: (
+        f"LP-FT ({a.lp_mode} probe" + (", until a validation plateau)" if a.lp_until == "plateau" else ")")
+    ),
     check=_check,
     phases=_phases,
     before_training=_before_training,
