@@ -270,3 +270,18 @@ def test_two_process_ddp_switches_together_and_equals_one_process(plain_runs, tm
     print(f"max |DDP - one process| = {diff:.3g}")
     assert diff < 1e-5
     torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(one["losses"]), atol=1e-5, rtol=0)
+
+
+def test_optimizer_state_is_cleared_when_a_phase_begins_if_asked():
+    weight = torch.nn.Parameter(torch.ones(3))
+    for reset, kept in ((True, False), (False, True)):
+        optimizer = torch.optim.AdamW([weight], lr=0.1)
+        weight.grad = torch.ones(3)
+        optimizer.step()
+        cb = PlateauPhaseCallback("eval_m", patience=1, reset_optimizer=reset)
+        cb.set_schedule(_schedule())
+        _feed(cb, [1.0, 1.0])  # the plateau begins phase 1 at step 4
+        cb.on_step_begin(None, _State(3), None, optimizer=optimizer)
+        assert len(optimizer.state) == 1  # not at another step
+        cb.on_step_begin(None, _State(4), None, optimizer=optimizer)
+        assert (len(optimizer.state) == 1) == kept
