@@ -285,3 +285,10 @@ def test_optimizer_state_is_cleared_when_a_phase_begins_if_asked():
         assert len(optimizer.state) == 1  # not at another step
         cb.on_step_begin(None, _State(4), None, optimizer=optimizer)
         assert (len(optimizer.state) == 1) == kept
+
+
+def test_summary_and_final_state_record_the_switches(plain_runs):
+    record = _record(plain_runs / "lpft")
+    stored = record["stored"]  # trainer.state after train(): what save_state writes
+    assert stored["attributes"]["switches"] == {"1": 8}
+    assert [h["step"] for h in stored["attributes"]["history"]] == [2, 4, 6, 8]  # then fine-tuning: no more watching

@@ -313,6 +313,8 @@ class TransferMixin:
         output = super()._inner_training_loop(
             batch_size=batch_size, args=args, resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs
         )
+        if self.plateau_callback is not None:  # the final trainer_state.json records the switches too
+            self.state.stateful_callbacks[type(self.plateau_callback).__name__] = self.plateau_callback.state()
         if probe_metrics and output.metrics is not None:
             output.metrics.update(probe_metrics)
         if self.transfer_args.wise_ft_alphas:
@@ -494,6 +496,10 @@ class TransferMixin:
             }
         if self.wise_ft_result is not None:
             summary["wise_ft"] = self.wise_ft_result
+        if self.plateau_callback is not None:
+            state = self.plateau_callback.state()
+            summary["plateau"] = {**state["args"], "switches": state["attributes"]["switches"],
+                                  "evaluations": state["attributes"]["history"]}  # fmt: skip
         return summary
 
     # ------------------------------------------------------------------ logging and saving
