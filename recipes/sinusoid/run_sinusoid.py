@@ -188,6 +188,7 @@ def main(argv=None) -> dict:
     kwargs = {
         "finetuned_from": "SinusoidMLP (random init)",
         "tasks": "sinusoid-regression",
+        "dataset": "sinusoid regression tasks (Finn et al. 2017, section 5.1)",
         "tags": ["few-shot", "sinusoid", training_args.algorithm],
     }
     if training_args.push_to_hub:

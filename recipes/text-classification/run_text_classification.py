@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import transformers
@@ -353,6 +354,9 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs["dataset"] = data_args.dataset_name + (
             f" {data_args.dataset_config_name}" if data_args.dataset_config_name else ""
         )
+    else:  # local files: the card names them (folder and file), not a Hub data set
+        names = [data_args.train_file, data_args.validation_file, data_args.test_file]
+        kwargs["dataset"] = ", ".join(os.path.join(*Path(f).parts[-2:]) for f in names if f)
     if training_args.push_to_hub:
         trainer.push_to_hub(**kwargs)
     else:

@@ -1,5 +1,5 @@
 """`hf-transfer-meta` command line: `layers` prints a model's layer map, `demo` runs the end-to-end study, `select`
-ranks pretrained checkpoints on the user's data."""
+ranks pretrained checkpoints on the user's data, `card` writes a finished run's model card again."""
 
 from __future__ import annotations
 
@@ -77,7 +77,41 @@ def _select(argv: list[str]) -> int:
     return select_main(argv)
 
 
-COMMANDS = {"layers": _layers, "demo": _demo, "select": _select}
+def _card(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer-meta card",
+        description="Write the model card (README.md) and its plots of a finished run folder again, from its "
+        "records (run_info.json, trainer_state.json, all_results.json, the strategy or meta-training summary, "
+        "depth_drift.json). No model is loaded.",
+    )
+    parser.add_argument("run_dir", help="The output_dir of a run made by TransferTrainer or MetaTrainer.")
+    parser.add_argument("--no_plots", action="store_true", help="Write the card without its figures.")
+    args = parser.parse_args(argv)
+
+    import os
+
+    from .cards.card import write_card
+    from .cards.record import RUN_INFO_FILE
+
+    if not os.path.isdir(args.run_dir):
+        print(f"error: {args.run_dir!r} is not a folder: pass the output_dir of a finished run.", file=sys.stderr)
+        return 2
+    has_state = os.path.isfile(os.path.join(args.run_dir, "trainer_state.json")) or any(
+        n.startswith("checkpoint-") for n in os.listdir(args.run_dir)
+    )
+    if not os.path.isfile(os.path.join(args.run_dir, RUN_INFO_FILE)) and not has_state:
+        print(
+            f"error: {args.run_dir!r} has neither {RUN_INFO_FILE} nor trainer_state.json: it is not the output_dir "
+            "of a run (TransferTrainer / MetaTrainer write both when training ends, and create_model_card).",
+            file=sys.stderr,
+        )
+        return 2
+    path = write_card(args.run_dir, plots=not args.no_plots)
+    print(path)
+    return 0
+
+
+COMMANDS = {"layers": _layers, "demo": _demo, "select": _select, "card": _card}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "  layers  print the layer map of a model (depth -> modules, parameter count, LR)\n"
             "  demo    run the transfer study and the meta-learning study (digits, sinusoid)\n"
             "  select  rank pretrained checkpoints on your data (CV linear probe, LogME), best first\n"
+            "  card    write the model card and plots of a finished run folder again (RUN_DIR)\n"
             "Run `hf-transfer-meta COMMAND --help` for a command's options.",
             file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout,
         )

@@ -112,7 +112,12 @@ def _evaluate_episodes(trainer: MetaTrainer, episodes, bars: EpisodeProgressBars
 
 
 def meta_train_and_test(
-    model, targs: MetaTrainingArguments, train_dataset, test_episodes, before: dict | None = None
+    model,
+    targs: MetaTrainingArguments,
+    train_dataset,
+    test_episodes,
+    before: dict | None = None,
+    card: dict | None = None,
 ) -> dict:
     """Evaluate `model` on `test_episodes` (unless `before` is given), meta-train it, evaluate it again, save it.
 
@@ -136,9 +141,20 @@ def meta_train_and_test(
         "run_dir": targs.output_dir,
     }
     trainer.save_model(targs.output_dir)
+    name = after["metric"]
+    # For the card: test episodes (classes or tasks no training episode has), before and after meta-training.
+    all_results = {
+        f"test_{name}": after["value"], f"test_{name}_ci95": after["ci95"], "test_episodes": after["episodes"],
+        f"test_no_meta_training_{name}": before["value"], f"test_no_meta_training_{name}_ci95": before["ci95"],
+        "train_loss": train_out.training_loss, "train_seconds": train_seconds,
+    }  # fmt: skip
+    if after["pre_adaptation"] is not None:
+        all_results[f"test_pre_adaptation_{name}"] = after["pre_adaptation"]
+    trainer.save_metrics("all", all_results)
     trainer.state.save_to_json(os.path.join(targs.output_dir, "trainer_state.json"))
     with open(os.path.join(targs.output_dir, "result.json"), "w") as f:
         json.dump(result, f, indent=2, default=str)
+    trainer.create_model_card(**(card or {}))
     return result
 
 
@@ -197,7 +213,13 @@ def run_meta_study(args: DemoArguments) -> dict:
             # same SGD steps from the same random init) have the same number: evaluate it once.
             lr = targs.eval_inner_lr or targs.inner_lr
             key = (method.encoder_only, k, str(targs.adapt_spec), lr, targs.eval_inner_steps)
-            run = meta_train_and_test(model, targs, meta_train, episodes, before=baselines.get(key))
+            card = {
+                "model_name": f"demo-meta-digits-{name}-{way}way{k}shot",
+                "dataset": f"scikit-learn digits (meta-train digits {list(META_TRAIN_CLASSES)}, test episodes of "
+                f"{list(META_TEST_CLASSES)})",
+                "tags": ["hf-transfer-meta-demo"],
+            }
+            run = meta_train_and_test(model, targs, meta_train, episodes, before=baselines.get(key), card=card)
             run["shared_before"] = key in baselines
             baselines.setdefault(key, run["before"])
             rows.append(_meta_row("digits", name, method.label, setting, run, chance=1 / way, meta_steps=steps))
@@ -252,7 +274,12 @@ def _sinusoid_row(args: DemoArguments, run_dir: str) -> dict:
     test = SinusoidTasks(
         args.meta_eval_episodes, k_shot=s["k_shot"], n_query=s["test_points"], seed=10_000 + args.seed
     )
-    run = meta_train_and_test(model, targs, train, test)
+    card = {
+        "model_name": "demo-meta-sinusoid-maml",
+        "dataset": "sinusoid regression tasks (Finn et al. 2017, section 5.1)",
+        "tags": ["hf-transfer-meta-demo", "sinusoid"],
+    }
+    run = meta_train_and_test(model, targs, train, test, card=card)
     return _meta_row("sinusoid", "maml", "MAML (2nd order)", f"K={s['k_shot']}, 1 step", run, meta_steps=steps)
 
 

@@ -26,6 +26,8 @@ import numpy as np
 from transformers import ResNetConfig, ResNetForImageClassification, set_seed
 
 from .. import TransferTrainer, TransferTrainingArguments
+from ..cards.card import write_card
+from ..cards.drift import START_WEIGHTS_FILE
 from .data import SOURCE_CLASSES, TASKS, DigitImages, DigitSplits, TargetTask, load_digit_tasks, target_datasets
 from .report import format_transfer_table, log, progress_bars_only
 
@@ -224,10 +226,23 @@ def fine_tune(
         f"OOD {100 * metrics['test_ood_accuracy']:.1f}%  ({seconds:.1f}s)"
     )
     trainer.save_model(run_dir)
+    trainer.save_metrics("all", {**metrics, "train_loss": train_out.training_loss, "train_seconds": seconds})
     trainer.state.save_to_json(os.path.join(run_dir, "trainer_state.json"))
     with open(os.path.join(run_dir, "result.json"), "w") as f:
         json.dump({**result, "transfer_summary": trainer.transfer_summary()}, f, indent=2, default=str)
+    # The card's text now; its figures once the run is selected (`_select`): the others lose their weights.
+    trainer.create_model_card(**card_arguments(task, name, seed), plots=False)
     return result
+
+
+def card_arguments(task: TargetTask, strategy: str, seed: int) -> dict:
+    """What a demo run's model card says about its data (val_ood / test_ood: the same images with noise)."""
+    return {
+        "model_name": f"demo-{task.name}-{strategy}-seed{seed}",
+        "tasks": "image-classification",
+        "dataset": f"scikit-learn digits, target task {task.name!r} (digits {list(task.classes)}; {task.shift})",
+        "tags": ["hf-transfer-meta-demo"],
+    }
 
 
 def _scale_lr(fields: dict, multiplier: float) -> dict:
@@ -248,9 +263,11 @@ def _select(candidates: list[dict], seed_dir: str) -> list[dict]:
     for c in candidates:
         c["selected"] = c is best
         if c is not best:
-            weights = os.path.join(c["run_dir"], "model.safetensors")
-            if os.path.isfile(weights):
-                os.remove(weights)
+            for name in ("model.safetensors", START_WEIGHTS_FILE):
+                path = os.path.join(c["run_dir"], name)
+                if os.path.isfile(path):
+                    os.remove(path)
+    write_card(best["run_dir"])  # the selected run's card, with its figures
     with open(os.path.join(seed_dir, "selection.json"), "w") as f:
         chosen = os.path.basename(best["run_dir"])
         scores = {os.path.basename(c["run_dir"]): [c["val_accuracy"], c["val_loss"]] for c in candidates}

@@ -38,6 +38,8 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import speed_metrics
 
+from ..cards.hooks import RunCardMixin
+from ..cards.record import META_SUMMARY_FILE
 from .algorithms import FineTuneBaseline, InnerLoopAlgorithm, MetaAlgorithm, MetaSGD, ProtoNet, build_algorithm
 from .arguments import MetaTrainingArguments
 from .data.collator import EpisodeCollator
@@ -85,7 +87,7 @@ class _ZeroAlgorithmGrads(TrainerCallback):
         self.algorithm.zero_grad(set_to_none=True)
 
 
-class MetaTrainer(Trainer):
+class MetaTrainer(RunCardMixin, Trainer):
     """`Trainer` for episodic meta-learning (ProtoNet, MAML, FOMAML, ANIL, Meta-SGD, Reptile) on any model.
 
     Args:
@@ -101,7 +103,8 @@ class MetaTrainer(Trainer):
             episodes are never transformed. Pass your own ``EpisodeDataset(transform=...)`` for other cases.
 
     Everything else is `Trainer`'s: ``report_to``, ``push_to_hub``, ``resume_from_checkpoint``, callbacks,
-    ``accelerate launch``.
+    ``accelerate launch``. ``create_model_card`` / ``push_to_hub`` write a card of the meta-training
+    (`hf_transfer_meta.cards`), and ``hub_token`` never reaches ``training_args.bin``.
     """
 
     def __init__(
@@ -339,3 +342,16 @@ class MetaTrainer(Trainer):
         if transform is not None:
             summary["train_augmentation"] = repr(transform)
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in summary.items()}
+
+    def run_summary(self) -> tuple[str, dict]:
+        """For the model card's records: `meta_summary`, the episodes seen and the meta-training classes."""
+        summary = self.meta_summary()
+        summary["episodes_seen"] = self.state.global_step * summary["meta_batch_size"]
+        train = self.train_dataset
+        if getattr(train, "num_classes", None) is not None:
+            summary["meta_train_classes"] = int(train.num_classes)  # classes x rotations
+        if getattr(train, "k_shot", None) is not None and getattr(train, "n_way", None) is None:
+            # Regression tasks (SinusoidTasks): the shape is the data set's, not n_way / k_shot of the arguments.
+            summary.update(task_type="regression", n_way=None, eval_n_way=None, k_shot=train.k_shot,
+                           n_query=train.n_query, eval_k_shot=train.k_shot)  # fmt: skip
+        return META_SUMMARY_FILE, summary

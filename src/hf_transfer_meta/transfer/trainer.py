@@ -9,7 +9,6 @@ in fixed per-depth groups created before the scheduler, and a callback that togg
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import logging
@@ -20,6 +19,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainingArguments
 
+from ..cards.hooks import RunCardMixin
+from ..cards.record import TRANSFER_SUMMARY_FILE
 from ..model_utils import unwrap_model
 from .arguments import TransferArguments
 from .callbacks import AutoRGNCallback, TransferScheduleCallback
@@ -55,7 +56,7 @@ def _resolve_transfer_args(args, transfer_args: TransferArguments | None) -> Tra
     return TransferArguments()
 
 
-class TransferMixin:
+class TransferMixin(RunCardMixin):
     """The transfer-learning strategies on any `Trainer` subclass: ``class MyTrainer(TransferMixin, Seq2SeqTrainer)``
     (or ``with_transfer(Seq2SeqTrainer)``).
 
@@ -300,6 +301,8 @@ class TransferMixin:
         if self.is_world_process_zero():
             logger.warning(f"Strategy: {self.transfer_args.strategy_name}; {plan.description}.")
             logger.info(plan.layer_map.describe(lrs=plan.depth_lrs))
+        # theta_0 of the model card's depth drift: the model before any strategy's own step (re-init, the probe).
+        self._drift_start(model, resume_from_checkpoint)
         if resume_from_checkpoint is None:
             self._before_training(model, plan.layer_map)
         self._load_or_save_reference(model, plan.layer_map, resume_from_checkpoint)
@@ -319,6 +322,9 @@ class TransferMixin:
             output.metrics.update(probe_metrics)
         if self.transfer_args.wise_ft_alphas:
             self._apply_wise_ft()
+        steps = [s.name for s in self.transfer_args.active_strategies if s.before_training is not None]
+        note = f"theta_0 is the model before the steps of {', '.join(steps)}." if steps else None
+        self._drift_end(model, plan.layer_map, note)
         return output
 
     def _bind_plateau(self, schedule: TransferSchedule, fresh: bool) -> None:
@@ -514,10 +520,13 @@ class TransferMixin:
             logs = {**logs, **lrs}
         super().log(logs, *args, **kwargs)
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """Trainer's save, with `hub_token` redacted from training_args.bin (trap 14b)."""
-        super()._save(output_dir, state_dict)
-        _redact_saved_args(self.args, output_dir or self.args.output_dir)
+    def run_summary(self) -> tuple[str, dict]:
+        """For the model card's records: `transfer_summary` and the label of every depth."""
+        summary = self.transfer_summary()
+        if self.strategy_active:
+            lm = self.get_layer_map()
+            summary["depth_labels"] = [lm.depth_label(d) for d in range(lm.num_depths)]
+        return TRANSFER_SUMMARY_FILE, summary
 
 
 class TransferTrainer(TransferMixin, Trainer):
@@ -561,12 +570,3 @@ def _prepare_args(args: TrainingArguments, t: TransferArguments) -> None:
         if args.ddp_find_unused_parameters is None:
             # DDP must see every parameter at wrap time and tolerate the frozen ones afterwards (design notes, trap 4).
             args.ddp_find_unused_parameters = True
-
-
-def _redact_saved_args(args: TrainingArguments, output_dir: str) -> None:
-    """Stock Trainer pickles the whole TrainingArguments, `hub_token` included, into training_args.bin."""
-    path = os.path.join(output_dir, "training_args.bin")
-    if getattr(args, "hub_token", None) and os.path.isfile(path):
-        redacted = copy.copy(args)
-        redacted.hub_token = "<redacted>"
-        torch.save(redacted, path)
