@@ -1,6 +1,11 @@
 #!/usr/bin/env python
 """Few-shot meta-training (ProtoNet, MAML, FOMAML, ANIL, Meta-SGD, Reptile) with `MetaTrainer`.
 
+Kept for the commands already published with it. The recipes for your own data are
+``recipes/few-shot-text/run_few_shot_text.py`` (``--preset clinc150``) and
+``recipes/few-shot-vision/run_few_shot_vision.py`` (``--preset omniglot``, ``--preset digits``): the same class splits,
+plus files, image folders, Hub data sets, --class_split and the all-classes evaluation.
+
 Data sets (class-disjoint meta-train / meta-test):
   omniglot  ../shared/data/omniglot: meta-train on images_background_small1 (5 alphabets), meta-test on the three
             alphabets of small2 that small1 lacks; rotations x4 as new classes (Santoro et al. 2016);

@@ -1,6 +1,8 @@
-"""Evaluation with a 95% CI: :func:`evaluate_episodes` (adapt, score, summarise test episodes), the CI convention
-(:func:`mean_ci95`), and the bundled ``evaluate`` metric script ``few_shot_accuracy/``."""
+"""Evaluation with a 95% CI: :func:`evaluate_episodes` (adapt, score, summarise test episodes), the deployment case
+of every test class at once (:func:`evaluate_all_classes`), the CI convention (:func:`mean_ci95`), and the bundled
+``evaluate`` metric script ``few_shot_accuracy/``."""
 
+from .all_classes import AllClassesEvaluation, all_classes_accuracy, embed_rows, evaluate_all_classes
 from .episodes import EpisodeEvaluation, evaluate_episodes, query_loss, query_score
 from .few_shot import (
     episode_accuracies,
@@ -11,8 +13,12 @@ from .few_shot import (
 )
 
 __all__ = [
+    "AllClassesEvaluation",
     "EpisodeEvaluation",
+    "all_classes_accuracy",
+    "embed_rows",
     "episode_accuracies",
+    "evaluate_all_classes",
     "evaluate_episodes",
     "few_shot_accuracy",
     "few_shot_accuracy_metric_path",
