@@ -52,9 +52,9 @@ def test_vision_candidates_from_an_image_folder(tmp_path, capsys):
             for p in model.parameters():
                 p.mul_(scale)  # all-zero weights: every image gives the same features
         model.save_pretrained(tmp_path / name)
-        ViTImageProcessorPil(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
-            tmp_path / name
-        )
+        ViTImageProcessorPil(
+            size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        ).save_pretrained(tmp_path / name)
         names.append(str(tmp_path / name))
     out = tmp_path / "out"
     code = main(["select", "--candidates", names[1], names[0], "--train_dir", str(_folder(tmp_path / "imgs")),
