@@ -152,6 +152,30 @@ def plot_meta_accuracy(record: RunRecord, path: str) -> bool:
         return False
     fig = _new_figure()
     ax = fig.subplots()
+    meta = record.meta
+    shape = f"{meta.get('eval_n_way')}-way {meta.get('eval_k_shot')}-shot"
+    if meta.get("eval_n_way") is None:
+        shape = f"{meta.get('eval_k_shot')}-shot regression"
+    metric = "MSE" if keys[0].endswith("_mse") else "accuracy"
+    steps = {x for key in keys for x in _series(record.log_history, key)[0]}
+    if len(steps) == 1:  # evaluated once, after training: one point per test setting, side by side
+        before = {k: v for k, v in sorted(record.results.items()) if "_no_meta_training_" in k
+                  and k.endswith(("_accuracy", "_mse")) and isinstance(v, (int, float))}  # fmt: skip
+        names = [*before, *keys]
+        values = [before[k] if k in before else _series(record.log_history, k)[1][-1] for k in names]
+        cis = [(record.results.get(f"{k}_ci95") if k in before else _series(record.log_history, f"{k}_ci95")[1][-1])
+               or 0.0 for k in names]  # fmt: skip
+        colors = ["0.5" if k in before else "C0" for k in names]
+        for i, (value, ci, color) in enumerate(zip(values, cis, colors, strict=True)):
+            ax.errorbar([i], [value], yerr=[ci], marker="o", capsize=4, color=color, linestyle="none")
+            ax.annotate(f"{value:.3g}", (i, value), textcoords="offset points", xytext=(8, 0), fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=7)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ways = f"{meta.get('eval_n_way')}-way, " if meta.get("eval_n_way") else ""
+        ax.set_title(f"Few-shot {metric} after {steps.pop()} meta-batches ({ways}95% CI)")
+        ax.set_ylabel(metric + ("" if not before else " (grey: before meta-training)"))
+        _save(fig, path)
+        return True
     # The same test before meta-training (``<prefix>_no_meta_training_<metric>`` in the results), at step 0.
     for key, value in sorted(record.results.items()):
         if "_no_meta_training_" in key and key.endswith(("_accuracy", "_mse")) and isinstance(value, (int, float)):
@@ -165,11 +189,6 @@ def plot_meta_accuracy(record: RunRecord, path: str) -> bool:
         shift = (i - (len(keys) - 1) / 2) * 0.01 * max(1, max(xs) if xs else 1)
         ax.errorbar([x + shift for x in xs], ys, yerr=[ci.get(x, 0.0) for x in xs], marker="o", capsize=3,
                     linewidth=1, label=key)  # fmt: skip
-    meta = record.meta
-    shape = f"{meta.get('eval_n_way')}-way {meta.get('eval_k_shot')}-shot"
-    if meta.get("eval_n_way") is None:
-        shape = f"{meta.get('eval_k_shot')}-shot regression"
-    metric = "MSE" if keys[0].endswith("_mse") else "accuracy"
     ax.set_title(f"Few-shot {metric} of each evaluation ({shape} test episodes, 95% CI)")
     ax.set_xlabel("optimizer step (meta-batches)")
     ax.set_ylabel(metric)
