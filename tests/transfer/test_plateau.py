@@ -249,19 +249,20 @@ def test_killed_after_a_plateau_switch_resumes_bit_identical(plain_runs, tmp_pat
 
 
 @pytest.mark.slow
-def test_two_process_ddp_switches_together_and_equals_one_process(plain_runs, tmp_path):
+@pytest.mark.parametrize("strategy", sorted(EXPECTED_STARTS))
+def test_two_process_ddp_switches_together_and_equals_one_process(plain_runs, tmp_path, strategy):
     # Rank 1's scripted metric never plateaus: only rank 0's decision, broadcast, keeps the ranks together.
     launcher = (str(TORCHRUN), "--standalone", "--nproc_per_node", "2")
     # Without dropout, so that one process (same global batch of 8) draws no random numbers the ranks draw apart.
-    ddp = _start("lpft", tmp_path / "ddp", "--per-device-batch", "4", "--dropout", "0", launcher=launcher)
-    single = _start("lpft", tmp_path / "one", "--dropout", "0")
+    ddp = _start(strategy, tmp_path / "ddp", "--per-device-batch", "4", "--dropout", "0", launcher=launcher)
+    single = _start(strategy, tmp_path / "one", "--dropout", "0")
     for proc in (ddp, single):
         rc, log = _finish(proc)
         assert rc == 0, log[-4000:]
     ranks = [_record(tmp_path / "ddp", r) for r in (0, 1)]
     one = _record(tmp_path / "one")
     assert [r["world_size"] for r in ranks] == [2, 2] and one["world_size"] == 1
-    assert ranks[0]["starts"] == ranks[1]["starts"] == one["starts"] == EXPECTED_STARTS["lpft"]
+    assert ranks[0]["starts"] == ranks[1]["starts"] == one["starts"] == EXPECTED_STARTS[strategy]
     assert ranks[0]["steps"] == ranks[1]["steps"]
     w0, w1 = (load_file(f"{tmp_path / 'ddp'}_rank{r}.safetensors") for r in (0, 1))
     assert _max_diff(w0, w1) == 0.0
