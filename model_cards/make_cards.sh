@@ -54,3 +54,4 @@ $PY model_cards/collect.py \
   image-cifar10-resnet20-surgical-first=runs/resnet20-cifar10-surgical \
   fewshot-vision-digits-protonet=runs/fewshot-digits \
   text-sst2-minilm-lpft-plateau=runs/sst2-lpft-plateau
+# The longer documented runs: bash model_cards/make_cards_more.sh (after this script; it adds their folders).

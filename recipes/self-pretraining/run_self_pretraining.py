@@ -40,13 +40,12 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from hf_transfer_meta import TransferTrainingArguments
+from hf_transfer_meta import TransferTrainer, TransferTrainingArguments
 from hf_transfer_meta.data import (
     check_columns,
     infer_label_space,
@@ -506,7 +505,7 @@ def pretrain(model_args, data_args, stage_args, training_args, raw) -> dict:
     )
 
     # ------------------------------------------------------------------ initialize our Trainer
-    trainer = Trainer(
+    trainer = TransferTrainer(  # stock Trainer (no strategy), plus the records of the model card
         model=model,
         args=training_args,
         train_dataset=train_dataset,
