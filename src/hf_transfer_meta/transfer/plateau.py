@@ -59,11 +59,17 @@ class PlateauPhaseCallback(TrainerCallback, ExportableState):
         self.metric, self.greater_is_better = metric, greater_is_better
         self.patience, self.threshold, self.reset_optimizer = patience, threshold, reset_optimizer
         self.schedule: TransferSchedule | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every decision: a new run (or trial) starts with no recorded switch."""
         self.best: float | None = None
         self.wait = 0
         self.tracked_phase = 0
         self.switches: dict[str, int] = {}  # as JSON keeps them; the schedule holds the same as ints
         self.history: list[dict] = []
+        if self.schedule is not None:
+            self.schedule.switches.clear()
 
     def set_schedule(self, schedule: TransferSchedule) -> None:
         """Bind to the run's schedule; switches restored from a checkpoint are applied to it."""

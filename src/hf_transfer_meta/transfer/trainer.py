@@ -30,7 +30,7 @@ from .plan import TransferPlan, build_plan, plan_depth_lrs
 from .plateau import PlateauPhaseCallback, monitored_metric
 from .schedules import STLR, TransferSchedule
 from .strategies import STRATEGIES, StartInputs
-from .strategies.plateau_phases import uses_plateau
+from .strategies.plateau_phases import check_evaluations, uses_plateau
 
 logger = logging.getLogger(__name__)
 
@@ -137,15 +137,9 @@ class TransferMixin(RunCardMixin):
             )
         needing = t.needs_eval_dataset
         if needing and self.eval_dataset is None:
-            fields = ", ".join(_choosing_field(t, n) for n in needing)
+            fields = ", ".join(f"{STRATEGIES[n].fields[0]}={getattr(t, STRATEGIES[n].fields[0])!r}" for n in needing)
             raise ValueError(f"{fields} chooses on eval_dataset: pass an eval_dataset (or drop it).")
-        eval_strategy = str(getattr(self.args.eval_strategy, "value", self.args.eval_strategy))
-        if uses_plateau(t) and eval_strategy == "no":
-            field = "lp_until" if t.lp_until == "plateau" else "unfreeze_on"
-            raise ValueError(
-                f"{field}='plateau' waits for the validation metric to stop improving, but eval_strategy='no': "
-                "set eval_strategy='steps' (with eval_steps) or 'epoch'."
-            )
+        check_evaluations(t, self.args.eval_strategy)
         if t.lp_mode == "logistic":
             from .strategies.linear_probe import check_probe_dataset
 
@@ -331,7 +325,7 @@ class TransferMixin(RunCardMixin):
         if self.plateau_callback is None:
             return
         if fresh:  # a new run (or trial) starts with no recorded switch
-            self.plateau_callback.restore({"attributes": PlateauPhaseCallback().state()["attributes"]})
+            self.plateau_callback.reset()
         self.plateau_callback.set_schedule(schedule)
 
     def _load_callback_state(self) -> None:
@@ -549,15 +543,6 @@ def with_transfer(trainer_cls: type) -> type:
         (TransferMixin, trainer_cls),
         {"__module__": trainer_cls.__module__, "__doc__": f"{trainer_cls.__name__} with hf_transfer_meta strategies."},
     )
-
-
-def _choosing_field(t: TransferArguments, name: str) -> str:
-    """The field that makes strategy ``name`` need an eval dataset, as ``field=value``."""
-    if name == "plateau_phases":
-        field = "lp_until" if t.lp_until == "plateau" else "unfreeze_on"
-    else:
-        field = STRATEGIES[name].fields[0]
-    return f"{field}={getattr(t, field)!r}"
 
 
 def _prepare_args(args: TrainingArguments, t: TransferArguments) -> None:
