@@ -64,6 +64,7 @@ from hf_transfer_meta.meta import (
     evaluate_all_classes,
     fixed_eval_episodes,
     load_preset,
+    meta_test_metrics,
     parse_class_split,
     split_classes_from_files,
 )
@@ -545,20 +546,11 @@ def main(argv: list[str] | None = None) -> dict:
         )  # fmt: skip
     if args.do_eval:
         logger.info(f"*** Evaluate: {n_eval}-way on the {data_args.eval_split} classes ***")
-        metrics = trainer.evaluate(test_episodes[main_k], metric_key_prefix="eval")
-        for k in k_shots:
-            if k == main_k:
-                part = {key.replace("eval_", f"eval_{k}shot_", 1): v for key, v in metrics.items()}
-            else:
-                part = trainer.evaluate(test_episodes[k], metric_key_prefix=f"eval_{k}shot")
-            metrics.update({key: v for key, v in part.items() if key.endswith(("_accuracy", "_accuracy_ci95"))})
+        metrics = meta_test_metrics(
+            trainer, test_episodes, main_k, all_classes if data_args.eval_all_classes else None
+        )
         metrics.update(eval_n_way=n_eval, eval_k_shot=main_k, eval_num_classes=len(set(final[label_column])))
         metrics["eval_split"] = data_args.eval_split  # the meta-test classes (or meta-validation), for the card
-        if data_args.eval_all_classes:
-            metrics.update(all_classes[main_k].metrics("eval_all_classes"))
-            for k in k_shots[1:]:
-                part = all_classes[k].metrics(f"eval_all_classes_{k}shot")
-                metrics.update({key: v for key, v in part.items() if key.endswith(("_accuracy", "_accuracy_ci95"))})
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results["eval"] = metrics

@@ -36,7 +36,7 @@ _EXPORTS = {
     **dict.fromkeys(
         ["AllClassesEvaluation", "EpisodeEvaluation", "all_classes_accuracy", "embed_rows", "episode_accuracies",
          "evaluate_all_classes", "evaluate_episodes", "few_shot_accuracy", "few_shot_accuracy_metric_path",
-         "load_few_shot_accuracy", "mean_ci95"],
+         "load_few_shot_accuracy", "mean_ci95", "meta_test_metrics"],
         ".evaluation",
     ),
     **dict.fromkeys(["SinusoidRun", "evaluate_sinusoid", "train_sinusoid"], ".sinusoid"),
@@ -109,6 +109,7 @@ __all__ = [
     "load_omniglot",
     "load_preset",
     "mean_ci95",
+    "meta_test_metrics",
     "omniglot_meta_splits",
     "parse_class_split",
     "register_algorithm",
@@ -177,6 +178,7 @@ if TYPE_CHECKING:
         few_shot_accuracy_metric_path,
         load_few_shot_accuracy,
         mean_ci95,
+        meta_test_metrics,
     )
     from .models import BatchStatNorm2d, Conv4, Conv4Config, Conv4ForImageClassification, Conv4Model, SinusoidMLP
     from .sinusoid import SinusoidRun, evaluate_sinusoid, train_sinusoid

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..algorithms.protonet import ProtoNet, embed
 from .few_shot import mean_ci95
 
-__all__ = ["AllClassesEvaluation", "all_classes_accuracy", "embed_rows", "evaluate_all_classes"]
+__all__ = ["AllClassesEvaluation", "all_classes_accuracy", "embed_rows", "evaluate_all_classes", "meta_test_metrics"]
 
 
 @dataclass
@@ -199,3 +199,29 @@ def evaluate_all_classes(
         k: all_classes_accuracy(embeddings, labels, k, draws, seed, n_query, algorithm.logits_from_embeddings)
         for k in k_shots
     }
+
+
+def meta_test_metrics(
+    trainer, episodes: Mapping[int, Any], main_k: int, all_classes: Mapping[int, AllClassesEvaluation] | None = None
+) -> dict[str, Any]:
+    """The final meta-test of the few-shot recipes, as ``all_results.json`` keeps it.
+
+    ``eval_*`` is ``trainer.evaluate`` on the ``main_k``-shot test episodes; every K of ``episodes`` adds
+    ``eval_{K}shot_accuracy`` and its ``_ci95``; ``all_classes`` (K -> :func:`evaluate_all_classes`' result) adds
+    ``eval_all_classes_*`` for ``main_k`` and ``eval_all_classes_{K}shot_accuracy`` / ``_ci95`` for the others.
+    """
+    kept = ("_accuracy", "_accuracy_ci95")
+    metrics = trainer.evaluate(episodes[main_k], metric_key_prefix="eval")
+    for k in episodes:
+        if k == main_k:
+            part = {key.replace("eval_", f"eval_{k}shot_", 1): v for key, v in metrics.items()}
+        else:
+            part = trainer.evaluate(episodes[k], metric_key_prefix=f"eval_{k}shot")
+        metrics.update({key: v for key, v in part.items() if key.endswith(kept)})
+    if all_classes:
+        metrics.update(all_classes[main_k].metrics("eval_all_classes"))
+        for k, run in all_classes.items():
+            if k != main_k:
+                part = run.metrics(f"eval_all_classes_{k}shot")
+                metrics.update({key: v for key, v in part.items() if key.endswith(kept)})
+    return metrics
